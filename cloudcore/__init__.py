@@ -1,0 +1,3 @@
+"""The cloud daemon: CloudHub, EdgeController and DeviceController."""
+
+__all__: list[str] = []

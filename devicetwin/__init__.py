@@ -1,0 +1,3 @@
+"""DeviceTwin: desired and reported device state, kept in SQLite and served over the EventBus."""
+
+__all__: list[str] = []

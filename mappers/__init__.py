@@ -1,0 +1,3 @@
+"""Mappers: separate processes that drive devices and speak only MQTT with the edge."""
+
+__all__: list[str] = []
