@@ -5,6 +5,6 @@ pymodbus, asyncua, kube-apiserver or the kmock-based emulator where no kube-apis
 """
 
 from edgetwin.testing.ports import free_port
-from edgetwin.testing.waiting import WaitTimeout, wait_for
+from edgetwin.testing.waiting import WaitTimeout, wait_for, wait_for_sync
 
-__all__ = ["WaitTimeout", "free_port", "wait_for"]
+__all__ = ["WaitTimeout", "free_port", "wait_for", "wait_for_sync"]
