@@ -1,3 +1,48 @@
-"""The MQTT side of the edge: KubeEdge's topic contract, an async client and a managed mosquitto."""
+"""The MQTT side of the edge: KubeEdge's topic contract, an async client and a managed mosquitto.
 
-__all__: list[str] = []
+``topics`` builds and parses every ``$hw/events`` topic; :class:`MqttClient` stays connected to a broker
+(reconnect, re-subscribe, ordered QoS 1 publishing with a bounded window); :class:`MosquittoBroker` runs one.
+"""
+
+from eventbus import topics
+from eventbus.broker import BrokerTls, MosquittoBroker, find_program
+from eventbus.client import MqttClient, MqttMessage
+from eventbus.errors import (
+    BrokerError,
+    BrokerNotInstalledError,
+    BrokerStartError,
+    EventBusClosedError,
+    EventBusConfigError,
+    EventBusConnectionError,
+    EventBusError,
+    EventBusPublishError,
+    EventBusSubscribeError,
+    TopicError,
+)
+from eventbus.settings import BrokerAddress, BrokerSettings, parse_broker_url
+from eventbus.topics import Topic, TopicKind, parse_topic
+
+__all__ = [
+    "BrokerAddress",
+    "BrokerError",
+    "BrokerNotInstalledError",
+    "BrokerSettings",
+    "BrokerStartError",
+    "BrokerTls",
+    "EventBusClosedError",
+    "EventBusConfigError",
+    "EventBusConnectionError",
+    "EventBusError",
+    "EventBusPublishError",
+    "EventBusSubscribeError",
+    "MosquittoBroker",
+    "MqttClient",
+    "MqttMessage",
+    "Topic",
+    "TopicError",
+    "TopicKind",
+    "find_program",
+    "parse_broker_url",
+    "parse_topic",
+    "topics",
+]

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 from device_models import EdgetwinError
 
@@ -31,6 +31,18 @@ class _Deadline:
             raise WaitTimeout(
                 f"timed out after {self.timeout:.1f}s waiting for {self.name}; last value: {self.last!r}"
             )
+
+
+@overload
+async def wait_for(
+    condition: Callable[[], Awaitable[T]], timeout: float = ..., interval: float = ..., what: str | None = ...
+) -> T: ...
+
+
+@overload
+async def wait_for(
+    condition: Callable[[], T], timeout: float = ..., interval: float = ..., what: str | None = ...
+) -> T: ...
 
 
 async def wait_for(
