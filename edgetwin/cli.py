@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from edgetwin import __version__
+from edgetwin.commands.edgecore import edgecore
+from edgetwin.commands.validate import validate
 
 app = typer.Typer(
     name="edgetwin",
@@ -31,6 +33,8 @@ def _root(
 
 
 # Sub-commands register here, one line each (keeps this module free of logic).
+app.command("validate")(validate)
+app.command("edgecore")(edgecore)
 
 
 def main() -> None:
