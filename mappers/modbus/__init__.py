@@ -1,0 +1,32 @@
+"""The Modbus mapper: TCP and RTU devices on pymodbus, plugged into the mapper SDK."""
+
+from mappers.modbus.codec import Encoding, ModbusValue, RawType, Table
+from mappers.modbus.driver import PROTOCOL_NAME, ModbusDriver, ModbusProtocol
+from mappers.modbus.errors import (
+    EncodingConfigError,
+    ModbusExceptionError,
+    ValueDecodeError,
+    ValueEncodeError,
+)
+from mappers.modbus.link import LinkSettings
+from mappers.modbus.planner import DEFAULT_BIT_GAP, DEFAULT_REGISTER_GAP, Block, Span, plan_reads
+
+__all__ = [
+    "DEFAULT_BIT_GAP",
+    "DEFAULT_REGISTER_GAP",
+    "PROTOCOL_NAME",
+    "Block",
+    "Encoding",
+    "EncodingConfigError",
+    "LinkSettings",
+    "ModbusDriver",
+    "ModbusExceptionError",
+    "ModbusProtocol",
+    "ModbusValue",
+    "RawType",
+    "Span",
+    "Table",
+    "ValueDecodeError",
+    "ValueEncodeError",
+    "plan_reads",
+]

@@ -1,0 +1,63 @@
+"""The mapper SDK: scheduling, twin values, MQTT, desired-value writes, device state, reconnects, metrics.
+
+A protocol plugs in with a :class:`ProtocolPlugin` that builds a :class:`DeviceDriver` per device
+(``connect`` / ``read_many`` / ``write_one`` / ``close``); :class:`Mapper` does the rest.
+"""
+
+from mappers.sdk.backoff import Backoff, BackoffPolicy
+from mappers.sdk.devices import DEFAULT_COLLECT_CYCLE, device_config, load_device_configs, membership_config
+from mappers.sdk.driver import (
+    DeviceConfig,
+    DeviceDriver,
+    DeviceValue,
+    PropertyConfig,
+    ProtocolPlugin,
+    Reading,
+    RequestRecorder,
+)
+from mappers.sdk.errors import (
+    DeviceResponseError,
+    DeviceUnreachableError,
+    MapperConfigError,
+    MapperError,
+    PropertyError,
+    ValueRefusedError,
+)
+from mappers.sdk.mapper import Mapper
+from mappers.sdk.metrics import MapperMetrics
+from mappers.sdk.once import Row, read_once
+from mappers.sdk.runner import DeviceRunner, DeviceState, Report, Reporter
+from mappers.sdk.values import format_reported, parse_desired, reported_text
+
+__all__ = [
+    "DEFAULT_COLLECT_CYCLE",
+    "Backoff",
+    "BackoffPolicy",
+    "DeviceConfig",
+    "DeviceDriver",
+    "DeviceResponseError",
+    "DeviceRunner",
+    "DeviceState",
+    "DeviceUnreachableError",
+    "DeviceValue",
+    "Mapper",
+    "MapperConfigError",
+    "MapperError",
+    "MapperMetrics",
+    "PropertyConfig",
+    "PropertyError",
+    "ProtocolPlugin",
+    "Reading",
+    "Report",
+    "Reporter",
+    "RequestRecorder",
+    "Row",
+    "ValueRefusedError",
+    "device_config",
+    "format_reported",
+    "load_device_configs",
+    "membership_config",
+    "parse_desired",
+    "read_once",
+    "reported_text",
+]
