@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from edgetwin import __version__
+from edgetwin.commands import mapper
+from edgetwin.commands.demo import demo
 from edgetwin.commands.edgecore import edgecore
 from edgetwin.commands.validate import validate
 
@@ -33,8 +35,10 @@ def _root(
 
 
 # Sub-commands register here, one line each (keeps this module free of logic).
+app.add_typer(mapper.app)
 app.command("validate")(validate)
 app.command("edgecore")(edgecore)
+app.command("demo")(demo)
 
 
 def main() -> None:

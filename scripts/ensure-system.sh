@@ -22,6 +22,11 @@ for pkg in "${packages[@]}"; do
     fi
 done
 
+# kubectl: the machine image ships one; Debian's (older) kubernetes-client is the fallback.
+if ! command -v kubectl >/dev/null 2>&1 && ! dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed"; then
+    missing+=(kubernetes-client)
+fi
+
 # python3-venv is only needed when the interpreter in use cannot make a venv by itself.
 if [[ " ${missing[*]} " == *" python3-venv "* ]] && python3 -c "import venv, ensurepip" 2>/dev/null; then
     missing=("${missing[@]/python3-venv}")

@@ -1,0 +1,73 @@
+"""A simulated Modbus TCP thermostat: real pymodbus server, simple room physics.
+
+Registers as in ``examples/modbus-tcp-thermostat.yaml``: input register 0 = room temperature, holding
+register 0 = setpoint (both tenths of a degree), coil 0 = heating relay. Whatever writes the setpoint
+(the mapper, from a desired value) steers the room: the thermostat switches the relay and the
+temperature follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
+from typing import Self
+
+from edgetwin.testing.modbus import ModbusTcpSimulator
+
+SLAVE = 1
+HYSTERESIS = 2  # tenths of a degree
+HEAT_STEP = 3  # tenths of a degree per tick while heating
+COOL_STEP = 1  # tenths of a degree per tick while the relay is off
+
+
+class Thermostat:
+    """Run with ``async with Thermostat(port) as device:``; ``tick`` is the physics period in seconds."""
+
+    def __init__(self, port: int, *, temperature: float = 19.0, setpoint: float = 21.5, tick: float = 0.2):
+        self.simulator = ModbusTcpSimulator((SLAVE,), port=port)
+        self._initial = (round(temperature * 10), round(setpoint * 10))
+        self._tick = tick
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        await self.simulator.start()
+        temperature, setpoint = self._initial
+        await self.simulator.set_inputs(SLAVE, 0, [temperature])
+        await self.simulator.set_holding(SLAVE, 0, [setpoint])
+        self._task = asyncio.create_task(self._physics(), name="demo-thermostat")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.simulator.stop()
+
+    async def setpoint(self) -> float:
+        """The setpoint register, in degrees."""
+        return (await self.simulator.get_holding(SLAVE, 0))[0] / 10
+
+    async def temperature(self) -> float:
+        """The temperature register, in degrees."""
+        return (await self.simulator.get_inputs(SLAVE, 0))[0] / 10
+
+    async def _physics(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick)
+            temperature = (await self.simulator.get_inputs(SLAVE, 0))[0]
+            setpoint = (await self.simulator.get_holding(SLAVE, 0))[0]
+            heating = (await self.simulator.get_coils(SLAVE, 0))[0]
+            if temperature < setpoint - HYSTERESIS:
+                heating = True
+            elif temperature > setpoint + HYSTERESIS:
+                heating = False
+            temperature += HEAT_STEP if heating else -COOL_STEP
+            await self.simulator.set_coils(SLAVE, 0, [heating])
+            await self.simulator.set_inputs(SLAVE, 0, [max(temperature, 0)])
