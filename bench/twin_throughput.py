@@ -9,15 +9,21 @@ One run starts a mosquitto on a free port and measures, with the same paho clien
   round-robin over the devices.
 
 Both are pipelined with the same bounded window of messages in flight (sent, not yet answered). Reported:
-throughput, p50 / p99 latency from publish to answer, the ratio twin / raw (goal >= 0.6) and edgecore's
-RSS from /proc. edgecore runs with ``--log-level warning``: at ``info`` the twin logs one line per update.
-Run: ``.venv/bin/python bench/twin_throughput.py``.
+throughput, p50 / p99 latency from publish to answer, the ratio twin / raw (goal >= 0.6), edgecore's RSS
+from /proc, and the CPU each process spent per message (``cpu_ms_per_message``: the bench's own paho clients,
+mosquitto, edgecore), which tells where the time went. edgecore runs with ``--log-level warning``: at
+``info`` the twin logs one line per update. Run: ``.venv/bin/python bench/twin_throughput.py``.
+
+Read the figures with the machine's load (``machine.loadavg``): every process of a run shares the CPUs, and
+the raw figure's two paho threads contend for the GIL of one process, so it moves with the load (on a 2-core
+machine, from about 5,000 to 10,000 messages/s between runs; its ``bench`` CPU per message shows it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -40,7 +46,7 @@ from eventbus import MosquittoBroker
 
 WINDOW = 100
 RAW_MESSAGES = 20_000
-TWIN_UPDATES = {1: 3_000, 10: 5_000, 1_000: 5_000}
+TWIN_UPDATES = {1: 10_000, 10: 10_000, 1_000: 10_000}
 RUN_CAP_SECONDS = 20.0
 GOAL_RATIO = 0.6
 EDGETWIN = str(Path(sys.executable).with_name("edgetwin"))
@@ -51,7 +57,8 @@ class PipelinedRun:
     """Publish ``count`` messages with at most ``window`` unanswered; time each from publish to answer.
 
     ``message(seq)`` gives (topic, payload) of message ``seq``; ``answer(payload)`` reads the seq back
-    from an answer received on ``answers`` (a topic filter).
+    from an answer received on ``answers`` (a topic filter). ``processes`` (name → pid) are the other
+    processes whose CPU time is reported, with this one's as ``bench``.
     """
 
     def __init__(
@@ -61,10 +68,12 @@ class PipelinedRun:
         answers: str,
         message: Callable[[int], tuple[str, bytes]],
         answer: Callable[[bytes], int],
+        processes: dict[str, int],
         window: int = WINDOW,
     ) -> None:
         self._message = message
         self._answer = answer
+        self._processes = processes
         self._slots = threading.Semaphore(window)
         self._lock = threading.Lock()
         self._sent: dict[int, float] = {}
@@ -90,11 +99,13 @@ class PipelinedRun:
                 self._done.set()
         self._slots.release()
 
-    def run(self, first: int, count: int, cap: float = RUN_CAP_SECONDS) -> dict[str, float]:
-        """Send messages ``first`` .. ``first + count - 1``; returns count, seconds, per_s, p50/p99 (ms)."""
+    def run(self, first: int, count: int, cap: float = RUN_CAP_SECONDS) -> dict[str, Any]:
+        """Send messages ``first`` .. ``first + count - 1``; returns count, seconds, per_s, p50/p99 (ms) and
+        the CPU milliseconds each process spent per answered message."""
         self.latencies = []
         self._expected = count
         self._done.clear()
+        cpu_before = self._cpu_seconds()
         start = time.perf_counter()
         deadline = start + cap
         sent = 0
@@ -108,6 +119,7 @@ class PipelinedRun:
             sent += 1
         self._done.wait(timeout=max(0.0, deadline - time.perf_counter()))
         elapsed = time.perf_counter() - start
+        cpu_spent = {name: seconds - cpu_before[name] for name, seconds in self._cpu_seconds().items()}
         with self._lock:
             answered = len(self.latencies)
             latencies = sorted(self.latencies)
@@ -121,6 +133,14 @@ class PipelinedRun:
             "per_s": round(answered / elapsed, 1),
             "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else -1,
             "p99_ms": round(1000 * latencies[int(0.99 * (len(latencies) - 1))], 2) if latencies else -1,
+            "cpu_ms_per_message": {
+                name: round(1000 * seconds / max(answered, 1), 3) for name, seconds in cpu_spent.items()
+            },
+        }
+
+    def _cpu_seconds(self) -> dict[str, float]:
+        return {"bench": time.process_time()} | {
+            name: cpu_seconds(pid) for name, pid in self._processes.items()
         }
 
     def close(self) -> None:
@@ -147,11 +167,20 @@ def _client(host: str, port: int) -> paho.Client:
     return client
 
 
-def measure_raw(port: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (from /proc)."""
+    # The command name, in parentheses, may hold spaces: the fields that follow the last ")" are fixed.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_raw(port: int, broker_pid: int) -> dict[str, Any]:
     def message(seq: int) -> tuple[str, bytes]:
         return f"bench/raw/{seq % 10}", str(seq).encode()
 
-    run = PipelinedRun("127.0.0.1", port, "bench/raw/#", message, lambda payload: int(payload))
+    run = PipelinedRun(
+        "127.0.0.1", port, "bench/raw/#", message, lambda payload: int(payload), {"mosquitto": broker_pid}
+    )
     try:
         run.run(0, 2_000)  # warm-up
         return run.run(2_000, RAW_MESSAGES)
@@ -237,7 +266,7 @@ def rss_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": fields["VmRSS"], "peak_rss_mb": fields["VmHWM"]}
 
 
-def measure_twin(port: int, workdir: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def measure_twin(port: int, broker_pid: int, workdir: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
     devices_dir = workdir / "devices"
     write_devices(devices_dir, max(TWIN_UPDATES))
     process, _healthz = start_edgecore(workdir, f"tcp://127.0.0.1:{port}", devices_dir)
@@ -261,6 +290,7 @@ def measure_twin(port: int, workdir: Path) -> tuple[list[dict[str, Any]], dict[s
                 "$hw/events/device/default/+/twin/update/result",
                 message,
                 lambda payload: int(json.loads(payload)["event_id"]),
+                {"mosquitto": broker_pid, "edgecore": process.pid},
             )
             try:
                 run.run(0, devices)  # warm-up: each device's first report adds the value to its twin
@@ -288,15 +318,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-twin-") as tmp:
         workdir = Path(tmp)
         broker = asyncio.run(_broker(workdir / "mosquitto"))
+        load = os.getloadavg()
         try:
-            raw = measure_raw(broker.port)
-            twin, memory = measure_twin(broker.port, workdir)
+            if broker.pid is None:
+                raise SystemExit("bench: mosquitto is not running")
+            raw = measure_raw(broker.port, broker.pid)
+            twin, memory = measure_twin(broker.port, broker.pid, workdir)
         finally:
             asyncio.run(broker.stop())
     for row in twin:
         row["ratio_to_raw"] = round(row["per_s"] / raw["per_s"], 3)
     report = {
         "bench": "twin_throughput",
+        "machine": {"cpus": os.cpu_count(), "loadavg": [round(value, 2) for value in load]},
         "window": WINDOW,
         "raw_qos1": raw,
         "twin": twin,

@@ -5,6 +5,11 @@ in arrival order, while other devices are served side by side. A write is commit
 about it is published; then come, in this order, the result, the document (if something changed), the delta
 (if a desired value differs from the reported one) and the hand-over to the cloud sink.
 
+A device's ``twin/update`` requests that queue up while its lane is busy are served together: applied one
+after another, in order, and committed in one write, so that a steady stream of one device's updates does not
+wait for one commit each. Such a group is committed whole or not at all (each update builds on the one
+before); any other request or API call closes the group, so that the arrival order holds.
+
 Replies mirror the request's topic form (a legacy one-segment id is answered on the legacy topic). Messages
 the edge originates for a device (delta after a cloud change, ``updated``) use the form the device's apps
 used last, the namespaced one by default.
@@ -14,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -31,13 +37,10 @@ from device_models import (
     MsgTwin,
     StateUpdateRequest,
     StateUpdateResult,
-    TwinDelta,
-    TwinDocument,
     TwinGetRequest,
     TwinGetResult,
     TwinSync,
     TwinUpdateRequest,
-    TwinUpdateResult,
     TwinValidationError,
     WireModel,
     new_event_id,
@@ -51,7 +54,7 @@ from devicetwin.cloud import (
     twin_edge_updated_resource,
 )
 from devicetwin.devices import DeviceSnapshot, TwinDevice
-from devicetwin.errors import DeviceNotFoundError, DeviceTwinError, TwinRequestError
+from devicetwin.errors import DeviceNotFoundError, DeviceTwinError, TwinRequestError, TwinStoreError
 from devicetwin.lanes import SerialLanes
 from devicetwin.metrics import TwinMetrics
 from devicetwin.state import (
@@ -63,8 +66,15 @@ from devicetwin.state import (
     declare_device,
     delta_of,
 )
-from devicetwin.store import DeleteDevice, PutDevice, TwinStore
-from devicetwin.wire import decode_request, error_result, peek_event_id
+from devicetwin.store import DeleteDevice, PutDevice, TwinStore, WriteOp, coalesce
+from devicetwin.wire import (
+    decode_request,
+    encode_delta,
+    encode_document,
+    encode_update_result,
+    error_result,
+    peek_event_id,
+)
 from eventbus import EventBusError, MqttClient, MqttMessage, TopicError, topics
 from eventbus.topics import Topic, TopicKind
 
@@ -74,6 +84,8 @@ logger = logging.getLogger(__name__)
 STOP_GRACE = 5.0
 
 _ERROR_KINDS = (DeviceTwinError, TwinValidationError)
+
+T = TypeVar("T")
 
 
 class DeviceTwin:
@@ -104,12 +116,16 @@ class DeviceTwin:
         # Devices whose apps last used the legacy one-segment topics (edge-originated messages follow them).
         self._legacy: set[str] = set()
         self._lanes = SerialLanes(on_depth=self._metrics.queue_depth.labels("devices").set)
+        # Per device, the twin/update requests of a queued job that has not started yet: later ones join it.
+        self._open_updates: dict[str, list[tuple[Topic, bytes]]] = {}
         self._consumer: asyncio.Task[None] | None = None
         self._handlers = {
-            TopicKind.TWIN_UPDATE: self._on_twin_update,
             TopicKind.TWIN_GET: self._on_twin_get,
             TopicKind.STATE_UPDATE: self._on_state_update,
         }
+        # The counters' children, looked up once: a labels() call costs more than the increment.
+        self._counted_in = {kind: self._metrics.messages_in.labels(kind.value) for kind in TopicKind}
+        self._counted_out = {kind: self._metrics.messages_out.labels(kind.value) for kind in TopicKind}
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -151,6 +167,8 @@ class DeviceTwin:
         except TimeoutError:
             logger.warning("device twin stopped with work still queued", extra={"node": self.node_name})
         await self._lanes.cancel()
+        # Groups whose jobs were dropped: after a restart, new requests must start jobs of their own.
+        self._open_updates.clear()
 
     # --- Python API -------------------------------------------------------------------------------------
 
@@ -166,14 +184,14 @@ class DeviceTwin:
             device_id = topics.device_id(device.namespace, device.name)
         except TopicError as exc:
             raise TwinRequestError(f"invalid device id {device.id!r}: {exc}") from exc
-        await self._lanes.run(device_id, partial(self._upsert, device))
+        await self._run(device_id, partial(self._upsert, device))
 
     async def remove_device(self, device_id: str) -> None:
         """Remove a device with its twins and attributes; publishes ``membership/updated`` (removed).
 
         Raises :class:`DeviceNotFoundError` if the device is not known.
         """
-        await self._lanes.run(device_id, partial(self._remove, device_id))
+        await self._run(device_id, partial(self._remove, device_id))
 
     async def apply_cloud_update(
         self, device_id: str, twins: Mapping[str, MsgTwin | None], *, event_id: str | None = None
@@ -183,7 +201,7 @@ class DeviceTwin:
         Properties whose local versions are newer are refused, and the edge's twin goes back to the cloud sink
         as ``twin/edge_updated``. Publishes a document for what changed and a delta if one is due.
         """
-        return await self._lanes.run(device_id, partial(self._cloud_update, device_id, twins, event_id))
+        return await self._run(device_id, partial(self._cloud_update, device_id, twins, event_id))
 
     async def get_twin(self, device_id: str) -> dict[str, MsgTwin]:
         """The device's live properties, with versions; raises :class:`DeviceNotFoundError`."""
@@ -206,37 +224,90 @@ class DeviceTwin:
     def _dispatch(self, message: MqttMessage) -> None:
         topic = topics.parse_topic(message.topic)
         kind = topic.kind if topic is not None else TopicKind.UNKNOWN
-        self._metrics.messages_in.labels(kind.value).inc()
+        self._counted_in[kind].inc()
         handler = self._handlers.get(kind)
-        if topic is not None and handler is not None and topic.device_id is not None:
-            self._lanes.submit(topic.device_id, partial(handler, topic, topic.device_id, message.payload))
+        if topic is not None and kind is TopicKind.TWIN_UPDATE and topic.device_id is not None:
+            self._queue_update(topic, topic.device_id, message.payload)
+        elif topic is not None and handler is not None and topic.device_id is not None:
+            self._submit(topic.device_id, partial(handler, topic, topic.device_id, message.payload))
         elif topic is not None and kind is TopicKind.MEMBERSHIP_GET and topic.node == self.node_name:
             job = partial(self._on_membership_get, topic, message.payload)
             self._lanes.submit(f"node:{self.node_name}", job)
         else:
             logger.debug("ignored message on %s", message.topic)
 
-    async def _on_twin_update(self, topic: Topic, device_id: str, payload: bytes) -> None:
-        self._note_form(topic, device_id)
-        event_id = ""
-        try:
-            request = decode_request(payload, TwinUpdateRequest)
-            event_id = request.event_id
-            if request.twin is None:
-                raise TwinRequestError("the update has no twin")
-            check_update_request(request.twin)
-            change = apply_edge_update(self._device(device_id), request.twin, now_ms())
-            await self._commit(change)
-        except _ERROR_KINDS as exc:
-            self._answer_error(topic, TopicKind.TWIN_UPDATE_RESULT, event_id or peek_event_id(payload), exc)
-            return
-        result = TwinUpdateResult(event_id=event_id, timestamp=now_ms(), twin=change.result)
-        self._publish(topic.reply(TopicKind.TWIN_UPDATE_RESULT), TopicKind.TWIN_UPDATE_RESULT, result)
-        logger.debug(
-            "twin updated: %s", ", ".join(change.result), extra={"device": device_id, "event_id": event_id}
-        )
+    def _queue_update(self, topic: Topic, device_id: str, payload: bytes) -> None:
+        """Add a ``twin/update`` to the device's open group, or start a group with a job of its own."""
+        group = self._open_updates.get(device_id)
+        if group is None:
+            group = self._open_updates[device_id] = []
+            self._lanes.submit(device_id, partial(self._on_twin_updates, device_id, group))
+        group.append((topic, payload))
+
+    def _submit(self, device_id: str, job: Callable[[], Awaitable[None]]) -> None:
+        """Queue any other job on the device's lane; ``twin/update`` requests after it queue behind it."""
+        self._open_updates.pop(device_id, None)
+        self._lanes.submit(device_id, job)
+
+    async def _run(self, device_id: str, job: Callable[[], Awaitable[T]]) -> T:
+        """:meth:`_submit` for API calls, which wait for their job's result."""
+        self._open_updates.pop(device_id, None)
+        return await self._lanes.run(device_id, job)
+
+    async def _on_twin_updates(self, device_id: str, group: list[tuple[Topic, bytes]]) -> None:
+        """Apply a group of ``twin/update`` requests in order, commit them in one write, then answer each."""
+        if self._open_updates.get(device_id) is group:
+            del self._open_updates[device_id]  # from now on, new requests start a group of their own
+        device = self._devices.get(device_id)
+        outcomes: list[tuple[Topic, str, TwinChange | EdgetwinError]] = []
+        writes: list[WriteOp] = []
+        for topic, payload in group:
+            event_id = ""
+            try:
+                request = decode_request(payload, TwinUpdateRequest)
+                event_id = request.event_id
+                if request.twin is None:
+                    raise TwinRequestError("the update has no twin")
+                check_update_request(request.twin)
+                if device is None:
+                    raise DeviceNotFoundError(device_id)
+                change = apply_edge_update(device, request.twin, now_ms())
+            except _ERROR_KINDS as exc:
+                outcomes.append((topic, event_id or peek_event_id(payload), exc))
+                continue
+            device = change.device
+            writes.extend(change.writes)
+            outcomes.append((topic, event_id, change))
+        if writes and device is not None:
+            try:
+                await self._store.write(coalesce(writes))
+            except TwinStoreError as exc:
+                # Each update builds on the one before it: none of the group was kept.
+                outcomes = [
+                    (topic, event_id, exc if isinstance(outcome, TwinChange) else outcome)
+                    for topic, event_id, outcome in outcomes
+                ]
+            else:
+                self._devices[device_id] = device
+        for topic, event_id, outcome in outcomes:
+            self._note_form(topic, device_id)
+            if isinstance(outcome, EdgetwinError):
+                self._answer_error(topic, TopicKind.TWIN_UPDATE_RESULT, event_id, outcome)
+            else:
+                await self._answer_update(topic, device_id, event_id, outcome)
+
+    async def _answer_update(self, topic: Topic, device_id: str, event_id: str, change: TwinChange) -> None:
+        """Result, document, delta and cloud sync of one committed update."""
+        result = encode_update_result(event_id, now_ms(), change.result)
+        self._publish_bytes(topic.reply(TopicKind.TWIN_UPDATE_RESULT), TopicKind.TWIN_UPDATE_RESULT, result)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "twin updated: %s",
+                ", ".join(change.result),
+                extra={"device": device_id, "event_id": event_id},
+            )
         await self._announce(change, event_id)
-        if change.sync:
+        if change.sync and self._cloud is not None:
             await self._send_cloud(
                 device_id,
                 twin_edge_updated_resource(device_id),
@@ -357,13 +428,11 @@ class DeviceTwin:
         if not change.document:
             return
         device_id = change.device.id
-        document = TwinDocument(event_id=event_id, timestamp=now_ms(), twin=change.document)
+        document = encode_document(event_id, now_ms(), change.document)
         self._publish_device(TopicKind.TWIN_UPDATE_DOCUMENT, device_id, document)
         delta = delta_of(change.device)
         if delta:
-            message = TwinDelta(
-                event_id=new_event_id(), timestamp=now_ms(), twin=change.device.live_twins(), delta=delta
-            )
+            message = encode_delta(new_event_id(), now_ms(), change.device.live_twins(), delta)
             self._publish_device(TopicKind.TWIN_UPDATE_DELTA, device_id, message)
 
     def _note_form(self, topic: Topic, device_id: str) -> None:
@@ -373,11 +442,11 @@ class DeviceTwin:
         else:
             self._legacy.discard(device_id)
 
-    def _publish_device(self, kind: TopicKind, device_id: str, message: WireModel) -> None:
+    def _publish_device(self, kind: TopicKind, device_id: str, message: WireModel | bytes) -> None:
         """Publish an edge-originated message about a device, on the topic form its apps use."""
         namespace, name = topics.split_device_id(device_id)
         topic = topics.device_topic(kind, namespace, name, legacy=device_id in self._legacy)
-        self._publish(topic, kind, message)
+        self._publish_bytes(topic, kind, message if isinstance(message, bytes) else message.to_json())
 
     def _answer_error(self, topic: Topic, kind: TopicKind, event_id: str, error: EdgetwinError) -> None:
         result = error_result(event_id, error)
@@ -396,13 +465,17 @@ class DeviceTwin:
 
     def _publish(self, topic: str, kind: TopicKind, message: WireModel) -> None:
         """Hand ``message`` to the client in call order: result, document, delta keep theirs on the wire."""
+        self._publish_bytes(topic, kind, message.to_json())
+
+    def _publish_bytes(self, topic: str, kind: TopicKind, payload: bytes) -> None:
+        """:meth:`_publish` of a message already written as JSON."""
         try:
-            delivered = self._client.publish_nowait(topic, message.to_json(), qos=1)
+            delivered = self._client.publish_nowait(topic, payload, qos=1)
         except EventBusError:
             logger.exception("cannot publish on %s", topic)
             return
         delivered.add_done_callback(partial(_log_publish_failure, topic))
-        self._metrics.messages_out.labels(kind.value).inc()
+        self._counted_out[kind].inc()
 
     async def _send_cloud(self, device_id: str, resource: str, message: WireModel) -> None:
         if self._cloud is None:

@@ -2,8 +2,11 @@
 
 Writes that arrive together share one transaction: callers hand their writes to :meth:`TwinStore.write`, a
 single writer task drains everything queued, commits it as one batch and then resolves each caller's future,
-so a caller returns only once its write is durable. A caller that awaits its write before the next one keeps
-its own order. If a batch fails, each write in it is retried alone, so one bad write fails only its caller.
+so a caller returns only once its write is durable. Batches commit in the order their writes were queued.
+If a batch fails, it is replayed with one savepoint per write, so one bad write fails only its caller.
+
+The database has a thread of its own, where its connection lives: a whole batch (``BEGIN``, the statements,
+``COMMIT``) is one call to that thread, so the loop hands over once per batch rather than once per statement.
 """
 
 from __future__ import annotations
@@ -13,13 +16,13 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
-import aiosqlite
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -30,6 +33,8 @@ from devicetwin.metrics import TwinMetrics
 from devicetwin.schema import MIGRATIONS
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: How many callers' writes one transaction takes at most.
 DEFAULT_MAX_BATCH = 512
@@ -77,6 +82,34 @@ class DeleteAttr:
 
 WriteOp = PutDevice | DeleteDevice | PutTwin | PutAttr | DeleteAttr
 
+
+def coalesce(ops: Iterable[WriteOp]) -> list[WriteOp]:
+    """The same writes, with each row put once: at the place of its last put, with that put's content.
+
+    A put replaces its row whole, so the earlier puts of a row change nothing the last one does not; deletes
+    stay as they are. For a device's burst of updates this is one row per property instead of one per update.
+    """
+    latest: dict[tuple[str, ...], int] = {}
+    kept: list[WriteOp | None] = []
+    for op in ops:
+        match op:
+            case PutDevice(record=record):
+                row: tuple[str, ...] | None = ("device", record.id)
+            case PutTwin(device_id=device_id, name=name):
+                row = ("twin", device_id, name)
+            case PutAttr(device_id=device_id, name=name):
+                row = ("attr", device_id, name)
+            case _:
+                row = None
+        if row is not None:
+            earlier = latest.get(row)
+            if earlier is not None:
+                kept[earlier] = None
+            latest[row] = len(kept)
+        kept.append(op)
+    return [op for op in kept if op is not None]
+
+
 _Statement = tuple[str, tuple[Any, ...]]
 
 _PUT_DEVICE = """INSERT INTO device (id, name, description, state, last_online, spec, model)
@@ -101,14 +134,17 @@ def _json_or_none(value: Mapping[str, Any] | None) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+# The JSON of a value's metadata and of a version, as KubeEdge stores them; written by hand because they are
+# on every twin row (a pydantic dump costs more than the SQL statement).
 def _value_meta(value: TwinValue | None) -> str | None:
     if value is None or value.metadata is None:
         return None
-    return value.metadata.model_dump_json()
+    timestamp = value.metadata.timestamp
+    return "{}" if timestamp is None else f'{{"timestamp":{timestamp}}}'
 
 
 def _version(version: TwinVersion | None) -> str | None:
-    return None if version is None else version.model_dump_json()
+    return None if version is None else f'{{"cloud":{version.cloud},"edge":{version.edge}}}'
 
 
 def _statements(op: WriteOp) -> list[_Statement]:
@@ -189,7 +225,7 @@ def _record_from_row(row: sqlite3.Row) -> DeviceRecord:
 
 @dataclass
 class _PendingWrite:
-    ops: Sequence[WriteOp]
+    statements: list[_Statement]
     done: asyncio.Future[None]
 
 
@@ -200,11 +236,20 @@ class TwinStore:
     write with :meth:`write`, and :meth:`close` it (pending writes are committed first).
     """
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path, metrics: TwinMetrics, max_batch: int) -> None:
-        """Use :meth:`open`; this only wires an opened connection."""
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        thread: ThreadPoolExecutor,
+        path: Path,
+        metrics: TwinMetrics,
+        max_batch: int,
+    ) -> None:
+        """Use :meth:`open`; this only wires a connection opened on ``thread``, which owns it from now on."""
         self._conn = conn
+        self._thread = thread
         self.path = path
         self._metrics = metrics
+        self._queue_depth = metrics.queue_depth.labels("store")
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_PendingWrite | None] = asyncio.Queue()
         self._closed = False
@@ -220,25 +265,13 @@ class TwinStore:
     ) -> Self:
         """Open (creating it if needed) the database at ``path`` and bring its schema up to date."""
         db_path = Path(path)
-        # Open the file here rather than in aiosqlite's thread: aiosqlite leaves its thread to report a failed
-        # open to a loop that may be closed by then; handed over open, its connect cannot fail.
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-store")
         try:
-            raw = await asyncio.to_thread(
-                sqlite3.connect, db_path, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise TwinStoreError("open", f"{db_path}: {exc}") from exc
-        conn = await aiosqlite.Connection(lambda: raw, iter_chunk_size=64)
-        try:
-            await _configure(conn, db_path)
-            await _migrate(conn)
-        except sqlite3.Error as exc:
-            await conn.close()
-            raise TwinStoreError("open", f"{db_path}: {exc}") from exc
+            conn = await asyncio.get_running_loop().run_in_executor(thread, _connect, db_path)
         except BaseException:
-            await conn.close()
+            thread.shutdown()
             raise
-        return cls(conn, db_path, TwinMetrics.for_registry(registry), max_batch)
+        return cls(conn, thread, db_path, TwinMetrics.for_registry(registry), max_batch)
 
     async def __aenter__(self) -> Self:
         return self
@@ -252,21 +285,7 @@ class TwinStore:
         """Every device with its attributes and twins, ordered by device id."""
         self._check_open("load")
         try:
-            devices = {row["id"]: row for row in await self._conn.execute_fetchall("SELECT * FROM device")}
-            attrs = await self._conn.execute_fetchall("SELECT * FROM device_attr ORDER BY id")
-            twins = await self._conn.execute_fetchall("SELECT * FROM device_twin ORDER BY id")
-            attributes: dict[str, dict[str, MsgAttr]] = {device_id: {} for device_id in devices}
-            for row in attrs:
-                if row["deviceid"] in attributes:
-                    attributes[row["deviceid"]][row["name"]] = _attr_from_row(row)
-            twin_maps: dict[str, dict[str, MsgTwin]] = {device_id: {} for device_id in devices}
-            for row in twins:
-                if row["deviceid"] in twin_maps:
-                    twin_maps[row["deviceid"]][row["name"]] = _twin_from_row(row)
-            return [
-                DeviceSnapshot(_record_from_row(row), attributes[device_id], twin_maps[device_id])
-                for device_id, row in sorted(devices.items())
-            ]
+            return await self._call(_load, self._conn)
         except (sqlite3.Error, ValidationError, ValueError) as exc:
             raise TwinStoreError("load", str(exc)) from exc
 
@@ -276,9 +295,13 @@ class TwinStore:
         Raises :class:`TwinStoreError` when the store fails or is closed; then none of ``ops`` was kept.
         """
         self._check_open("write")
-        pending = _PendingWrite(ops, asyncio.get_running_loop().create_future())
+        try:
+            statements = [statement for op in ops for statement in _statements(op)]
+        except (TypeError, ValueError) as exc:  # e.g. a spec that is not JSON-serialisable
+            raise TwinStoreError("write", f"cannot encode the write: {exc}") from exc
+        pending = _PendingWrite(statements, asyncio.get_running_loop().create_future())
         self._queue.put_nowait(pending)
-        self._metrics.queue_depth.labels("store").set(self._queue.qsize())
+        self._queue_depth.set(self._queue.qsize())
         await pending.done
 
     async def close(self) -> None:
@@ -290,11 +313,18 @@ class TwinStore:
         try:
             await self._writer
         finally:
-            await self._conn.close()
+            try:
+                await self._call(self._conn.close)
+            finally:
+                self._thread.shutdown()
 
     def _check_open(self, operation: str) -> None:
         if self._closed:
             raise TwinStoreError(operation, f"{self.path}: the store is closed")
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function`` on the database's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
     async def _run_writer(self) -> None:
         while True:
@@ -309,7 +339,7 @@ class TwinStore:
                     stop = True
                     break
                 batch.append(item)
-            self._metrics.queue_depth.labels("store").set(self._queue.qsize())
+            self._queue_depth.set(self._queue.qsize())
             try:
                 await self._commit(batch)
             except Exception as exc:  # a bug here must fail the callers, not leave them waiting forever
@@ -320,48 +350,27 @@ class TwinStore:
                 return
 
     async def _commit(self, batch: list[_PendingWrite]) -> None:
-        statements: list[_Statement] = []
-        live: list[_PendingWrite] = []
-        for pending in batch:
-            # A caller cancelled before its turn gave up on the write: leave it out.
-            if pending.done.done():
-                continue
-            try:
-                statements.extend(statement for op in pending.ops for statement in _statements(op))
-            except (TypeError, ValueError) as exc:  # e.g. a spec that is not JSON-serialisable
-                _fail(pending, TwinStoreError("write", f"cannot encode the write: {exc}"))
-                continue
-            live.append(pending)
+        # A caller cancelled before its turn gave up on the write: leave it out.
+        live = [pending for pending in batch if not pending.done.done()]
         if not live:
             return
         started = time.perf_counter()
         try:
-            await self._transaction(statements)
-        except sqlite3.Error as exc:
-            if len(live) == 1:
-                logger.exception("twin store commit failed", extra={"db": str(self.path)})
-                _fail(live[0], TwinStoreError("write", str(exc)))
-                return
-            # Isolate the write(s) at fault: each one alone, in order.
+            errors = await self._call(_transaction, self._conn, [pending.statements for pending in live])
+        except sqlite3.Error as exc:  # BEGIN or COMMIT failed: nothing of the batch was kept
+            logger.exception("twin store commit failed", extra={"db": str(self.path)})
             for pending in live:
-                await self._commit([pending])
+                _fail(pending, TwinStoreError("write", str(exc)))
             return
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
-        self._metrics.commit_batch_size.observe(len(live))
-        for pending in live:
-            if not pending.done.done():
+        self._metrics.commit_batch_size.observe(len(live) - len(errors))
+        for index, pending in enumerate(live):
+            error = errors.get(index)
+            if error is not None:
+                logger.error("twin store write refused: %s", error, extra={"db": str(self.path)})
+                _fail(pending, TwinStoreError("write", error))
+            elif not pending.done.done():
                 pending.done.set_result(None)
-
-    async def _transaction(self, statements: list[_Statement]) -> None:
-        await self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, rows in _grouped(statements):
-                await self._conn.executemany(sql, rows)
-            await self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                await self._conn.execute("ROLLBACK")
-            raise
 
 
 def _fail(pending: _PendingWrite, error: TwinStoreError) -> None:
@@ -369,33 +378,106 @@ def _fail(pending: _PendingWrite, error: TwinStoreError) -> None:
         pending.done.set_exception(error)
 
 
-async def _configure(conn: aiosqlite.Connection, path: Path) -> None:
+# --- on the database's thread -------------------------------------------------------------------------------
+
+
+def _transaction(conn: sqlite3.Connection, writes: list[list[_Statement]]) -> dict[int, str]:
+    """Commit ``writes`` in one transaction; the errors of the writes that had to be left out, by index.
+
+    First all at once, same statements grouped into ``executemany``; if that fails, once more with a savepoint
+    per write, so that only the writes at fault are rolled back.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            for sql, rows in _grouped([statement for statements in writes for statement in statements]):
+                conn.executemany(sql, rows)
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            conn.execute("BEGIN IMMEDIATE")
+            errors = _one_by_one(conn, writes)
+        else:
+            errors = {}
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return errors
+
+
+def _one_by_one(conn: sqlite3.Connection, writes: list[list[_Statement]]) -> dict[int, str]:
+    errors: dict[int, str] = {}
+    for index, statements in enumerate(writes):
+        conn.execute("SAVEPOINT write")
+        try:
+            for sql, params in statements:
+                conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO write")
+            errors[index] = str(exc)
+        conn.execute("RELEASE write")
+    return errors
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise TwinStoreError("open", f"{path}: {exc}") from exc
+    try:
+        _configure(conn, path)
+        _migrate(conn)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise TwinStoreError("open", f"{path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _configure(conn: sqlite3.Connection, path: Path) -> None:
     conn.row_factory = sqlite3.Row
-    await conn.execute("PRAGMA busy_timeout = 5000")
-    async with conn.execute("PRAGMA journal_mode = WAL") as cursor:
-        mode = await cursor.fetchone()
+    conn.execute("PRAGMA busy_timeout = 5000")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
     if mode is None or str(mode[0]).lower() != "wal":
         raise TwinStoreError("open", f"{path}: cannot switch to WAL mode (got {mode!r})")
     # The commit must be durable before any result is published, power loss included.
-    await conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA synchronous = FULL")
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
+def _migrate(conn: sqlite3.Connection) -> None:
+    row = conn.execute("PRAGMA user_version").fetchone()
     version = int(row[0]) if row is not None else 0
     if version > len(MIGRATIONS):
         raise TwinStoreError("open", f"schema version {version} is newer than this edgetwin knows")
     for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             for sql in statements:
-                await conn.execute(sql)
+                conn.execute(sql)
             # PRAGMA takes no parameters; number is our own int.
-            await conn.execute(f"PRAGMA user_version = {number}")
-            await conn.execute("COMMIT")
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
             raise
         logger.info("twin store schema migrated to version %d", number)
+
+
+def _load(conn: sqlite3.Connection) -> list[DeviceSnapshot]:
+    devices = {row["id"]: row for row in conn.execute("SELECT * FROM device")}
+    attributes: dict[str, dict[str, MsgAttr]] = {device_id: {} for device_id in devices}
+    for row in conn.execute("SELECT * FROM device_attr ORDER BY id"):
+        if row["deviceid"] in attributes:
+            attributes[row["deviceid"]][row["name"]] = _attr_from_row(row)
+    twin_maps: dict[str, dict[str, MsgTwin]] = {device_id: {} for device_id in devices}
+    for row in conn.execute("SELECT * FROM device_twin ORDER BY id"):
+        if row["deviceid"] in twin_maps:
+            twin_maps[row["deviceid"]][row["name"]] = _twin_from_row(row)
+    return [
+        DeviceSnapshot(_record_from_row(row), attributes[device_id], twin_maps[device_id])
+        for device_id, row in sorted(devices.items())
+    ]

@@ -63,8 +63,9 @@ class BrokerSettings:
     ``ca_file`` verifies the broker (else the system CAs), ``cert_file`` + ``key_file`` authenticate the
     client (mutual TLS); all three need an ``ssl://`` URL. ``max_inflight`` bounds the QoS 1 messages handed
     to the connection and not yet acknowledged: :meth:`MqttClient.publish` waits while the window is full.
-    Reconnects back off from ``reconnect_min`` to ``reconnect_max`` seconds, with jitter. The broker keeps the
-    session (subscriptions, queued QoS 1 messages) ``session_expiry`` seconds after a connection drops.
+    Reconnects back off from ``reconnect_min`` to ``reconnect_max`` seconds, with jitter. ``session_expiry``
+    is not used: the client speaks MQTT 3.1.1, whose broker keeps a session until the client ends it (see
+    :mod:`eventbus.client`); MQTT 5's expiry would need the v5 protocol back.
     """
 
     url: str = "tcp://127.0.0.1:1883"

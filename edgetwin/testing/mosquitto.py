@@ -141,9 +141,15 @@ class MqttProbe:
         with self._lock:
             return list(self._messages)
 
-    def received(self, topic_filter: str = "#") -> list[ProbeMessage]:
-        """The messages received so far on topics matching ``topic_filter``."""
-        return [m for m in self.messages if paho.topic_matches_sub(topic_filter, m.topic)]
+    def received(self, topic_filter: str | None = None) -> list[ProbeMessage]:
+        """The messages received so far on topics matching ``topic_filter``; every one when it is ``None``.
+
+        Not ``#`` by default: by MQTT's rules ``#`` never matches topics starting with ``$`` (``$hw/...``).
+        """
+        messages = self.messages
+        if topic_filter is None:
+            return messages
+        return [m for m in messages if paho.topic_matches_sub(topic_filter, m.topic)]
 
     def clear(self) -> None:
         """Forget every message received so far."""
