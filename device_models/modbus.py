@@ -7,10 +7,12 @@ import ipaddress
 import re
 from typing import Annotated, Self
 
-from pydantic import AliasChoices, BeforeValidator, Field, field_validator, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator, model_validator
 
 from device_models.base import ConfigModel
-from device_models.problems import field_error
+from device_models.device_model import PropertyType
+from device_models.errors import ModelValidationError
+from device_models.problems import Problem, field_error, problems_from_validation_error
 
 ADDRESS_SPACE = 65536
 """Modbus addresses (offsets) of each register type run from 0 to 65535."""
@@ -73,6 +75,11 @@ class ModbusRegister(enum.StrEnum):
         """Coils and discrete inputs hold one bit each; the others 16 bits."""
         return self in (ModbusRegister.COIL, ModbusRegister.DISCRETE_INPUT)
 
+    @property
+    def max_per_read(self) -> int:
+        """Most bits or registers one read request may carry."""
+        return MAX_BITS_PER_READ if self.is_bit else MAX_REGISTERS_PER_READ
+
 
 class ModbusDataType(enum.StrEnum):
     """The output type of a visitor: KubeEdge's (width from ``limit``) or edgetwin's explicit widths."""
@@ -106,6 +113,22 @@ _EXPLICIT_WIDTHS = {
     ModbusDataType.INT64: 4,
     ModbusDataType.FLOAT64: 4,
 }
+# The register counts (``limit``) KubeEdge's numeric and boolean types come in, and the one without a limit:
+# int 16/32/64-bit, float and double a scaled int16 or an IEEE float32/float64, boolean one register.
+_KUBEEDGE_WIDTHS = {
+    ModbusDataType.INT: (1, 2, 4),
+    ModbusDataType.FLOAT: (1, 2, 4),
+    ModbusDataType.DOUBLE: (1, 2, 4),
+    ModbusDataType.BOOLEAN: (1,),
+}
+_DEFAULT_LIMITS = {
+    ModbusDataType.INT: 1,
+    ModbusDataType.FLOAT: 2,
+    ModbusDataType.DOUBLE: 4,
+    ModbusDataType.BOOLEAN: 1,
+}
+# A coil or discrete input reads as true/false, or as the integer 0/1.
+_BIT_TYPES = (None, ModbusDataType.BOOLEAN, ModbusDataType.INT)
 
 
 class ModbusProtocolConfig(ConfigModel):
@@ -176,9 +199,12 @@ class ModbusVisitorConfig(ConfigModel):
     """``spec.properties[].visitors.configData`` of a Modbus device property.
 
     ``dataType`` is the output type. With KubeEdge's types the width comes from ``limit`` (1 register =
-    16-bit integer, 2 = 32-bit, an IEEE float when the type is float, 4 = 64-bit); explicit types (int16 ...
-    float64) fix the width themselves. The raw value is multiplied by ``scale``. Words are reversed when
-    ``isRegisterSwap``, then the bytes of each word swapped when ``isSwap``; big-endian otherwise.
+    16-bit integer, 2 = 32-bit, an IEEE float when the type is float, 4 = 64-bit; without a limit int and
+    boolean take 1, float 2 and double 4; string and bytes need one); explicit types (int16 ... float64) fix
+    the width themselves. A coil or discrete input property is one bit, read as boolean or int. The raw value
+    is multiplied by ``scale``. Words are reversed when ``isRegisterSwap``, then the bytes of each word
+    swapped when ``isSwap``; big-endian otherwise. Without ``dataType`` the DeviceModel property's type
+    decides (:meth:`with_model_type`).
     """
 
     register_type: ModbusRegister = Field(alias="register")
@@ -205,30 +231,55 @@ class ModbusVisitorConfig(ConfigModel):
         """How many registers (or bits) one read of this property takes."""
         if self.limit is not None:
             return self.limit
-        return (self.data_type.registers if self.data_type else None) or 1
+        if self.data_type is None:
+            return 1
+        return self.data_type.registers or _DEFAULT_LIMITS.get(self.data_type, 1)
+
+    def with_model_type(self, property_type: PropertyType | None) -> ModbusVisitorConfig:
+        """This visitor with a ``dataType``: its own, else the DeviceModel property's (INT reads as int ...).
+
+        The visitor is checked again with that type, since its width depends on it. Raises
+        :class:`ModelValidationError` with paths inside configData (``dataType``, ``limit``, ``offset``).
+        """
+        if self.data_type is not None:
+            return self
+        try:
+            data_type = ModbusDataType((property_type or "").lower())
+        except ValueError:
+            missing = f"is required for a {property_type} property" if property_type else "is required"
+            raise ModelValidationError([Problem("dataType", missing)]) from None
+        try:
+            return self.model_validate({**self.model_dump(by_alias=True), "dataType": data_type})
+        except ValidationError as exc:
+            raise ModelValidationError(problems_from_validation_error(exc)) from exc
 
     @model_validator(mode="after")
     def _fits(self) -> Self:
-        width = self.data_type.registers if self.data_type else None
-        if width is not None and self.register_type.is_bit:
+        register, data_type, limit = self.register_type, self.data_type, self.limit
+        if register.is_bit and data_type not in _BIT_TYPES:
             raise field_error(
-                "dataType",
-                f"needs 16-bit registers, but {self.register_type} holds single bits",
-                self.data_type,
+                "dataType", f"needs 16-bit registers, but {register} holds single bits", data_type
             )
-        if width is not None and self.limit is not None and self.limit != width:
+        width = data_type.registers if data_type else None
+        if width is not None and limit is not None and limit != width:
+            raise field_error(
+                "limit", f"does not match dataType {data_type}, which takes {width} registers", limit
+            )
+        if self.count > register.max_per_read:
             raise field_error(
                 "limit",
-                f"does not match dataType {self.data_type}, which takes {width} registers",
-                self.limit,
-            )
-        most = MAX_BITS_PER_READ if self.register_type.is_bit else MAX_REGISTERS_PER_READ
-        if self.count > most:
-            raise field_error(
-                "limit",
-                f"is more than one Modbus request can read from {self.register_type} ({most})",
+                f"is more than one Modbus request can read from {register} ({register.max_per_read})",
                 self.count,
             )
+        if register.is_bit and self.count != 1:
+            raise field_error("limit", f"must be 1: a {register} property is one bit", limit)
+        if data_type in _KUBEEDGE_WIDTHS and self.count not in _KUBEEDGE_WIDTHS[data_type]:
+            widths = " or ".join(str(count) for count in _KUBEEDGE_WIDTHS[data_type])
+            raise field_error(
+                "limit", f"does not fit dataType {data_type}: {data_type} takes {widths} register(s)", limit
+            )
+        if data_type in (ModbusDataType.STRING, ModbusDataType.BYTES) and limit is None:
+            raise field_error("limit", f"is required with dataType {data_type} (how many registers)")
         if self.offset + self.count > ADDRESS_SPACE:
             raise field_error(
                 "offset",

@@ -18,10 +18,9 @@ from edgecore.errors import (
 )
 from edgecore.modules import BrokerExitedError, UploadSink
 from edgecore.subtopics import InvalidTopicError, SubTopicStoreError, check_topic_filter
-from edgecore.supervisor import Backoff, Module, ModuleState, ModuleStatus, Supervisor
+from edgecore.supervisor import Module, ModuleState, ModuleStatus, Supervisor
 
 __all__ = [
-    "Backoff",
     "BrokerExitedError",
     "ConfigIssue",
     "DevicesDirError",

@@ -23,8 +23,8 @@ from edgecore.devices import load_devices
 from edgecore.errors import ConfigIssue, DevicesDirError, EdgeCoreConfigError, EdgeCoreError
 from edgecore.modules import DeviceTwinModule, EventBusModule, MosquittoModule, UploadSink
 from edgecore.subtopics import SubTopicStore
-from edgecore.supervisor import Backoff, Module, ModuleStatus, Supervisor
-from eventbus import BrokerSettings, EventBusConfigError
+from edgecore.supervisor import Module, ModuleStatus, Supervisor
+from eventbus import BackoffPolicy, BrokerSettings, EventBusConfigError
 
 __all__ = ["EdgeCore", "broker_settings"]
 
@@ -106,7 +106,7 @@ class EdgeCore:
         self._supervisor = Supervisor(
             self._modules(),
             registry=self.registry,
-            backoff=Backoff(backoff.initial, backoff.max),
+            backoff=BackoffPolicy(minimum=backoff.initial, maximum=backoff.max),
             fatal=_FATAL,
         )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +19,9 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgecore.errors import ModuleFailedError
+from eventbus import Backoff, BackoffPolicy
 
-__all__ = ["Backoff", "Module", "ModuleState", "ModuleStatus", "Supervisor"]
+__all__ = ["Module", "ModuleState", "ModuleStatus", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
@@ -78,24 +78,11 @@ class ModuleStatus:
         }
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff between restarts: ``initial`` doubling up to ``maximum``, with ±10 % jitter.
-
-    A module that ran at least ``maximum`` seconds before failing starts again from ``initial``.
-    """
-
-    initial: float = 0.5
-    maximum: float = 30.0
-
-    def delay(self, attempt: int) -> float:
-        """The wait before restart number ``attempt`` (1-based) of a run of failures."""
-        base = min(self.maximum, self.initial * 2.0 ** max(0, attempt - 1))
-        return base * random.uniform(0.9, 1.1)
-
-
 class Supervisor:
     """Runs modules in order, restarts the ones that fail, stops them in reverse order.
+
+    Restarts wait as ``backoff`` says (:class:`~eventbus.BackoffPolicy`); a module that ran at least the
+    policy's ``maximum`` seconds before failing starts again from the shortest delay.
 
     ``fatal`` lists exception types that restarting cannot cure (a bad configuration): a module raising
     one fails for good, and :meth:`wait` raises :class:`ModuleFailedError` so the process exits loudly.
@@ -106,14 +93,14 @@ class Supervisor:
         modules: Sequence[Module],
         *,
         registry: CollectorRegistry | None = None,
-        backoff: Backoff | None = None,
+        backoff: BackoffPolicy | None = None,
         fatal: tuple[type[BaseException], ...] = (),
     ) -> None:
         names = [module.name for module in modules]
         if len(set(names)) != len(names):
             raise ValueError(f"module names must be unique, got {names}")
         self._modules = list(modules)
-        self._backoff = backoff or Backoff()
+        self._restart_policy = backoff or BackoffPolicy()
         self._fatal = fatal
         self._status = {module.name: ModuleStatus(module.name, since=time.time()) for module in modules}
         self._keepers: list[asyncio.Task[None]] = []
@@ -210,7 +197,7 @@ class Supervisor:
                 ready.cancel()
 
     async def _restart_loop(self, module: Module, ready: asyncio.Future[None]) -> None:
-        attempt = 0
+        backoff = Backoff(self._restart_policy)
         while True:
             self._set(module, ModuleState.STARTING)
             started_at = time.monotonic()
@@ -236,13 +223,14 @@ class Supervisor:
                 if self._failure is not None and not self._failure.done():
                     self._failure.set_result(failure)
                 return
-            attempt = 1 if time.monotonic() - started_at >= self._backoff.maximum else attempt + 1
-            delay = self._backoff.delay(attempt)
+            if time.monotonic() - started_at >= self._restart_policy.maximum:
+                backoff.reset()  # a long run: this failure is new, not the next one of a crash loop
+            delay = backoff.next_delay()
             self._set(module, ModuleState.BACKOFF, error)
             log.warning(
                 "module failed; restarting after backoff",
                 exc_info=error,
-                extra={"component": module.name, "delay_s": round(delay, 3), "attempt": attempt},
+                extra={"component": module.name, "delay_s": round(delay, 3), "attempt": backoff.attempts},
             )
             await self._stop_module(module)
             await asyncio.sleep(delay)

@@ -5,6 +5,7 @@
 """
 
 from eventbus import topics
+from eventbus.backoff import Backoff, BackoffPolicy
 from eventbus.broker import BrokerTls, MosquittoBroker, find_program
 from eventbus.client import MqttClient, MqttMessage
 from eventbus.errors import (
@@ -23,6 +24,8 @@ from eventbus.settings import BrokerAddress, BrokerSettings, parse_broker_url
 from eventbus.topics import Topic, TopicKind, parse_topic
 
 __all__ = [
+    "Backoff",
+    "BackoffPolicy",
     "BrokerAddress",
     "BrokerError",
     "BrokerNotInstalledError",

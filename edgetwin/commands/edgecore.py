@@ -1,4 +1,8 @@
-"""``edgetwin edgecore``: run the edge daemon, as KubeEdge's ``edgecore --config``."""
+"""``edgetwin edgecore``: run the edge daemon, as KubeEdge's ``edgecore --config``.
+
+The daemon's packages (edgecore, devicetwin, aiosqlite, aiohttp) are imported inside the functions: every
+``edgetwin`` command imports this module for its signature, and a mapper process must not pay for them.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from device_models import EdgetwinError
-from edgecore import EdgeCore, EdgeCoreConfig, EdgeCoreConfigError, dump_config, load_config
 from edgetwin.logs import LogFormat, LogLevel, setup_logging
-from edgetwin.observability import HealthReport, ObservabilityServer, new_registry
+from edgetwin.runtime import run
+
+if TYPE_CHECKING:
+    from edgecore import EdgeCoreConfig
 
 __all__ = ["edgecore", "serve"]
 
@@ -28,6 +33,9 @@ async def serve(config: EdgeCoreConfig, *, devices_dir: Path | None = None, stop
 
     Raises if a module fails for good (the caller exits non-zero); a clean stop returns normally.
     """
+    from edgecore import EdgeCore
+    from edgetwin.observability import HealthReport, ObservabilityServer, new_registry
+
     registry = new_registry()
     core = EdgeCore(config, devices_dir=devices_dir, registry=registry)
     server = None
@@ -76,6 +84,9 @@ def edgecore(
     ] = LogFormat.TEXT,
 ) -> None:
     """Run the edge daemon: EventBus (MQTT), DeviceTwin (SQLite), /healthz and /metrics."""
+    from device_models import EdgetwinError
+    from edgecore import EdgeCoreConfig, EdgeCoreConfigError, dump_config, load_config
+
     if defaultconfig:
         typer.echo(dump_config(EdgeCoreConfig()), nl=False)
         return
@@ -83,7 +94,7 @@ def edgecore(
     try:
         loaded = load_config(config)
         setup_logging(log_level, fmt=log_format, node=loaded.node_name or None)
-        asyncio.run(_main(loaded, devices))
+        run(_main(loaded, devices))
     # Not log lines: a multi-line reason (every bad device) reads better as it is.
     except EdgeCoreConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

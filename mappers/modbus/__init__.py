@@ -1,9 +1,8 @@
 """The Modbus mapper: TCP and RTU devices on pymodbus, plugged into the mapper SDK."""
 
-from mappers.modbus.codec import Encoding, ModbusValue, RawType, Table
+from mappers.modbus.codec import Encoding, ModbusValue
 from mappers.modbus.driver import PROTOCOL_NAME, ModbusDriver, ModbusProtocol
 from mappers.modbus.errors import (
-    EncodingConfigError,
     ModbusExceptionError,
     ValueDecodeError,
     ValueEncodeError,
@@ -17,15 +16,12 @@ __all__ = [
     "PROTOCOL_NAME",
     "Block",
     "Encoding",
-    "EncodingConfigError",
     "LinkSettings",
     "ModbusDriver",
     "ModbusExceptionError",
     "ModbusProtocol",
     "ModbusValue",
-    "RawType",
     "Span",
-    "Table",
     "ValueDecodeError",
     "ValueEncodeError",
     "plan_reads",

@@ -23,84 +23,49 @@ int16 uint16 int32 uint32     -        as named; ``limit`` may be omitted and mu
 int64 float32 float64
 ============================  =======  ==========================================================
 
+Without ``limit``, int and boolean take 1 register, float 2 and double 4. Which combinations are valid is
+device_models' rule (:class:`~device_models.ModbusVisitorConfig` checks them, naming the field); the codec
+only lays out what a validated visitor describes.
+
 KubeEdge's Go mapper reads ``int`` as unsigned; edgetwin reads it as signed, which is what the temperatures
 and set points of real devices need. Counters above 32767 should say ``uint16`` / ``uint32``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from enum import StrEnum
+from decimal import ROUND_HALF_EVEN, Decimal
 
-from mappers.modbus.errors import EncodingConfigError, ValueDecodeError, ValueEncodeError
+from device_models import ModbusDataType, ModbusRegister, ModbusVisitorConfig, PropertyType
+from mappers.modbus.errors import ValueDecodeError, ValueEncodeError
 
 ModbusValue = int | float | bool | str | bytes
 """What a property decodes to; the SDK turns it into the twin's string form."""
 
-MAX_READ_REGISTERS = 125
-MAX_READ_BITS = 2000
 _FLOAT32_MAX = struct.unpack(">f", b"\x7f\x7f\xff\xff")[0]
 
 
-class Table(StrEnum):
-    """The four Modbus data tables, named as KubeEdge's visitor ``register`` field names them."""
-
-    COIL = "CoilRegister"
-    DISCRETE_INPUT = "DiscreteInputRegister"
-    HOLDING = "HoldingRegister"
-    INPUT = "InputRegister"
-
-    @property
-    def is_bits(self) -> bool:
-        """Whether the table holds single bits (coils, discrete inputs) rather than 16-bit registers."""
-        return self in (Table.COIL, Table.DISCRETE_INPUT)
-
-    @property
-    def writable(self) -> bool:
-        """Whether a master may write the table (coils and holding registers)."""
-        return self in (Table.COIL, Table.HOLDING)
-
-    @property
-    def max_read(self) -> int:
-        """Most units one read request may carry (Modbus spec: 2000 bits or 125 registers)."""
-        return MAX_READ_BITS if self.is_bits else MAX_READ_REGISTERS
-
-
-class RawType(StrEnum):
-    """How the bytes of a property are laid out on the device."""
-
-    INT16 = "int16"
-    UINT16 = "uint16"
-    INT32 = "int32"
-    UINT32 = "uint32"
-    INT64 = "int64"
-    FLOAT32 = "float32"
-    FLOAT64 = "float64"
-    BOOLEAN = "boolean"
-    STRING = "string"
-    BYTES = "bytes"
-
-
-# struct format and width in registers of each fixed-width raw type.
-_FIXED: dict[RawType, tuple[str, int]] = {
-    RawType.INT16: ("h", 1),
-    RawType.UINT16: ("H", 1),
-    RawType.INT32: ("i", 2),
-    RawType.UINT32: ("I", 2),
-    RawType.INT64: ("q", 4),
-    RawType.FLOAT32: ("f", 2),
-    RawType.FLOAT64: ("d", 4),
+_STRUCTS = {
+    ModbusDataType.INT16: struct.Struct(">h"),
+    ModbusDataType.UINT16: struct.Struct(">H"),
+    ModbusDataType.INT32: struct.Struct(">i"),
+    ModbusDataType.UINT32: struct.Struct(">I"),
+    ModbusDataType.INT64: struct.Struct(">q"),
+    ModbusDataType.FLOAT32: struct.Struct(">f"),
+    ModbusDataType.FLOAT64: struct.Struct(">d"),
 }
-_STRUCTS = {raw: struct.Struct(">" + fmt) for raw, (fmt, _width) in _FIXED.items()}
-_INTEGER_BY_LIMIT = {1: RawType.INT16, 2: RawType.INT32, 4: RawType.INT64}
-_FLOATING_BY_LIMIT = {1: RawType.INT16, 2: RawType.FLOAT32, 4: RawType.FLOAT64}
-_DEFAULT_LIMIT = {"int": 1, "float": 2, "double": 4, "boolean": 1}
-_GENERIC_TYPES = ("int", "float", "double", "boolean", "string", "bytes")
-_INTEGER_NAMES = frozenset({"int", "int16", "uint16", "int32", "uint32", "int64"})
+# The layout of KubeEdge's types by register count (device_models allows only these counts).
+_SCALED_OR_IEEE = {1: ModbusDataType.INT16, 2: ModbusDataType.FLOAT32, 4: ModbusDataType.FLOAT64}
+_BY_COUNT = {
+    ModbusDataType.INT: {1: ModbusDataType.INT16, 2: ModbusDataType.INT32, 4: ModbusDataType.INT64},
+    ModbusDataType.FLOAT: _SCALED_OR_IEEE,
+    ModbusDataType.DOUBLE: _SCALED_OR_IEEE,
+    ModbusDataType.BOOLEAN: {1: ModbusDataType.BOOLEAN},
+}
 
 
 def _reorder(data: bytes, is_swap: bool, is_register_swap: bool) -> bytes:
@@ -125,58 +90,31 @@ def _shortest_float32(value: float) -> float:
     return value  # pragma: no cover - 9 significant digits always round-trip a float32
 
 
-def _parse_scale(scale: float | int | str | Decimal) -> Decimal:
-    try:
-        parsed = Decimal(str(scale).strip())
-    except InvalidOperation as exc:
-        raise EncodingConfigError("scale", scale, "not a number") from exc
-    if not parsed.is_finite() or parsed == 0:
-        raise EncodingConfigError("scale", scale, "must be a finite number other than 0")
-    return parsed
+@functools.cache
+def _decimal_scale(scale: float) -> Decimal:
+    # repr is the shortest decimal of the float, so a scale of 0.1 is exactly 0.1. Cached: thousands of
+    # properties share a handful of scales.
+    return Decimal(repr(scale))
 
 
-def _raw_type(table: Table, data_type: str, limit: int | None) -> tuple[RawType, int]:
-    kind = data_type.strip().lower()
-    if table.is_bits:
-        if limit not in (None, 1):
-            raise EncodingConfigError("limit", limit, f"a {table.value} property reads exactly 1 bit")
-        if kind == "boolean":
-            return RawType.BOOLEAN, 1
-        if kind in _INTEGER_NAMES:
-            return RawType.UINT16, 1  # the bit as 0 / 1
-        raise EncodingConfigError("dataType", data_type, f"a {table.value} bit decodes as boolean or int")
-    if kind in _FIXED:
-        raw = RawType(kind)
-        width = _FIXED[raw][1]
-        if limit not in (None, width):
-            raise EncodingConfigError("limit", limit, f"{kind} takes {width} register(s)")
-        return raw, width
-    if kind not in _GENERIC_TYPES:
-        known = ", ".join((*_GENERIC_TYPES, *_FIXED))
-        raise EncodingConfigError("dataType", data_type, f"not one of {known}")
-    if limit is None:
-        if kind not in _DEFAULT_LIMIT:
-            raise EncodingConfigError("limit", limit, f"{kind} needs a limit (number of registers)")
-        limit = _DEFAULT_LIMIT[kind]
-    if not 1 <= limit <= MAX_READ_REGISTERS:
-        raise EncodingConfigError("limit", limit, f"must be 1..{MAX_READ_REGISTERS} registers")
-    if kind == "string":
-        return RawType.STRING, limit
-    if kind == "bytes":
-        return RawType.BYTES, limit
-    by_limit = {"int": _INTEGER_BY_LIMIT, "boolean": {1: RawType.BOOLEAN}}.get(kind, _FLOATING_BY_LIMIT)
-    if limit not in by_limit:
-        allowed = " or ".join(str(n) for n in by_limit)
-        raise EncodingConfigError("limit", limit, f"{kind} takes {allowed} register(s)")
-    return by_limit[limit], limit
+def _raw_type(register: ModbusRegister, data_type: ModbusDataType, count: int) -> ModbusDataType:
+    if register.is_bit:
+        # The bit itself, as true / false or as the integer 0 / 1.
+        return ModbusDataType.BOOLEAN if data_type is ModbusDataType.BOOLEAN else ModbusDataType.UINT16
+    # Explicit types (int16 ... float64), string and bytes are laid out as they are named.
+    return _BY_COUNT[data_type][count] if data_type in _BY_COUNT else data_type
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Encoding:
-    """How one property sits in one table: raw type, units (registers or bits), scale and swaps."""
+    """How one property sits in one table: raw type, units (registers or bits), scale and swaps.
 
-    table: Table
-    raw: RawType
+    ``raw`` is how the bytes are laid out: an explicit type (int16 ... float64), boolean, string or bytes,
+    never one of KubeEdge's width-less int, float or double.
+    """
+
+    register: ModbusRegister
+    raw: ModbusDataType
     count: int
     scale: Decimal = Decimal(1)
     is_swap: bool = False
@@ -184,41 +122,37 @@ class Encoding:
 
     @classmethod
     def from_visitor(
-        cls,
-        register: str,
-        data_type: str,
-        limit: int | None = None,
-        scale: float | int | str | Decimal = 1,
-        is_swap: bool = False,
-        is_register_swap: bool = False,
+        cls, visitor: ModbusVisitorConfig, property_type: PropertyType | None = None
     ) -> Encoding:
-        """Build from KubeEdge's visitor fields; raises :class:`EncodingConfigError` naming the bad field."""
-        try:
-            table = Table(register)
-        except ValueError as exc:
-            names = ", ".join(t.value for t in Table)
-            raise EncodingConfigError("register", register, f"not one of {names}") from exc
-        raw, count = _raw_type(table, data_type, limit)
-        return cls(table, raw, count, _parse_scale(scale), is_swap, is_register_swap)
+        """The layout ``visitor`` describes; without a visitor ``dataType``, ``property_type`` gives it.
+
+        ``visitor`` was validated by device_models; only the DeviceModel type can still be at odds with it:
+        raises :class:`~device_models.ModelValidationError` (paths inside configData) then.
+        """
+        typed = visitor.with_model_type(property_type)
+        assert typed.data_type is not None  # with_model_type always sets one (narrows for mypy)
+        raw = _raw_type(typed.register_type, typed.data_type, typed.count)
+        scale = _decimal_scale(typed.scale)
+        return cls(typed.register_type, raw, typed.count, scale, typed.is_swap, typed.is_register_swap)
 
     def decode(self, data: Sequence[int]) -> ModbusValue:
         """Turn the property's registers (or bits, as 0/1) into its value."""
-        if self.table.is_bits:
-            return bool(data[0]) if self.raw is RawType.BOOLEAN else int(bool(data[0]))
+        if self.register.is_bit:
+            return bool(data[0]) if self.raw is ModbusDataType.BOOLEAN else int(bool(data[0]))
         raw_bytes = struct.pack(f">{len(data)}H", *data)
         if self.is_swap or self.is_register_swap:
             raw_bytes = _reorder(raw_bytes, self.is_swap, self.is_register_swap)
-        if self.raw is RawType.BOOLEAN:
+        if self.raw is ModbusDataType.BOOLEAN:
             return any(raw_bytes)
-        if self.raw is RawType.BYTES:
+        if self.raw is ModbusDataType.BYTES:
             return raw_bytes
-        if self.raw is RawType.STRING:
+        if self.raw is ModbusDataType.STRING:
             try:
                 return raw_bytes.rstrip(b"\x00 ").decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ValueDecodeError(raw_bytes, "not UTF-8 text") from exc
         (number,) = _STRUCTS[self.raw].unpack(raw_bytes)
-        if self.raw is RawType.FLOAT32:
+        if self.raw is ModbusDataType.FLOAT32:
             number = _shortest_float32(number)
         return self._scaled(number)
 
@@ -234,21 +168,21 @@ class Encoding:
 
     def encode(self, value: ModbusValue) -> tuple[int, ...]:
         """Turn a value into the registers (or bits, as 0/1) to write; raises :class:`ValueEncodeError`."""
-        if self.table.is_bits or self.raw is RawType.BOOLEAN:
+        if self.register.is_bit or self.raw is ModbusDataType.BOOLEAN:
             if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
                 return (int(value),)
             raise ValueEncodeError(value, "expected true/false (or 0/1)")
-        if self.raw in (RawType.STRING, RawType.BYTES):
+        if self.raw in (ModbusDataType.STRING, ModbusDataType.BYTES):
             return self._words(self._padded(value))
         if isinstance(value, (str, bytes)):
             raise ValueEncodeError(value, f"expected a number for {self.raw.value}")
-        if self.raw in (RawType.FLOAT32, RawType.FLOAT64):
+        if self.raw in (ModbusDataType.FLOAT32, ModbusDataType.FLOAT64):
             number = self._unscaled_float(value)
-            if self.raw is RawType.FLOAT32 and math.isfinite(number) and abs(number) > _FLOAT32_MAX:
+            if self.raw is ModbusDataType.FLOAT32 and math.isfinite(number) and abs(number) > _FLOAT32_MAX:
                 raise ValueEncodeError(value, f"{number!r} does not fit a float32")
             return self._words(_STRUCTS[self.raw].pack(number))
         integer = self._unscaled_integer(value)
-        bits = 16 * _FIXED[self.raw][1]
+        bits = 8 * _STRUCTS[self.raw].size
         low, high = (
             (0, 2**bits - 1)
             if self.raw.value.startswith("uint")

@@ -12,14 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from device_models import ModbusProtocolConfig, ModbusVisitorConfig
-from mappers.modbus.codec import Encoding, Table
-from mappers.modbus.errors import (
-    EncodingConfigError,
-    ModbusExceptionError,
-    ValueDecodeError,
-    ValueEncodeError,
-)
+from device_models import ModbusProtocolConfig, ModbusRegister, ModbusVisitorConfig, ModelValidationError
+from mappers.modbus.codec import Encoding
+from mappers.modbus.errors import ModbusExceptionError, ValueDecodeError, ValueEncodeError
 from mappers.modbus.link import LinkSettings, ModbusLink, link_key
 from mappers.modbus.planner import DEFAULT_BIT_GAP, DEFAULT_REGISTER_GAP, Block, Span, plan_reads
 from mappers.sdk import (
@@ -31,28 +26,20 @@ from mappers.sdk import (
     Reading,
     RequestRecorder,
     ValueRefusedError,
+    config_error,
 )
 
 PROTOCOL_NAME = "modbus"
 _ILLEGAL_DATA_ADDRESS = 2
 _READ_FUNCTIONS = {
-    Table.COIL: "read_coils",
-    Table.DISCRETE_INPUT: "read_discrete_inputs",
-    Table.HOLDING: "read_holding_registers",
-    Table.INPUT: "read_input_registers",
-}
-# Model types a visitor without dataType decodes as.
-_MODEL_DATA_TYPES = {
-    "INT": "int",
-    "FLOAT": "float",
-    "DOUBLE": "double",
-    "BOOLEAN": "boolean",
-    "STRING": "string",
-    "BYTES": "bytes",
+    ModbusRegister.COIL: "read_coils",
+    ModbusRegister.DISCRETE_INPUT: "read_discrete_inputs",
+    ModbusRegister.HOLDING: "read_holding_registers",
+    ModbusRegister.INPUT: "read_input_registers",
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Property:
     config: PropertyConfig
     visitor: ModbusVisitorConfig
@@ -68,22 +55,10 @@ def _encoding(device: str, prop: PropertyConfig) -> _Property:
     where = f"spec.properties[name={prop.name}].visitors.configData"
     if not isinstance(visitor, ModbusVisitorConfig):
         raise MapperConfigError(device, where, visitor, "is not a Modbus visitor")
-    data_type = visitor.data_type.value if visitor.data_type else _MODEL_DATA_TYPES.get(prop.model.type.value)
-    if data_type is None:
-        raise MapperConfigError(
-            device, f"{where}.dataType", None, f"is needed for a {prop.model.type} property"
-        )
     try:
-        encoding = Encoding.from_visitor(
-            visitor.register_type.value,
-            data_type,
-            visitor.limit,
-            visitor.scale,
-            visitor.is_swap,
-            visitor.is_register_swap,
-        )
-    except EncodingConfigError as exc:
-        raise MapperConfigError(device, f"{where}.{exc.field}", exc.value, exc.reason) from exc
+        encoding = Encoding.from_visitor(visitor, prop.model.type)
+    except ModelValidationError as exc:
+        raise config_error(device, exc.problems, within=where) from exc
     return _Property(prop, visitor, encoding)
 
 
@@ -101,7 +76,7 @@ class ModbusDriver:
         self._open = False
         # Properties a device refused to read together with their neighbours (illegal data address).
         self._alone: set[str] = set()
-        self._plans: dict[tuple[str, ...], list[tuple[Table, Block]]] = {}
+        self._plans: dict[tuple[str, ...], list[tuple[ModbusRegister, Block]]] = {}
         self._last_properties: Sequence[PropertyConfig] = ()
         self._last_key: tuple[str, ...] = ()
         # Last registers of each planned block and what they decoded to: unchanged ones are not decoded again.
@@ -129,25 +104,25 @@ class ModbusDriver:
             await self._read_block(table, block, readings)
         return readings
 
-    def _plan(self, names: tuple[str, ...]) -> list[tuple[Table, Block]]:
+    def _plan(self, names: tuple[str, ...]) -> list[tuple[ModbusRegister, Block]]:
         plan = self._plans.get(names)
         if plan is None:
             plan = []
-            for table in Table:
+            for table in ModbusRegister:
                 spans = [
                     self._properties[name].span
                     for name in sorted(names)
-                    if self._properties[name].encoding.table is table
+                    if self._properties[name].encoding.register is table
                 ]
-                gap = DEFAULT_BIT_GAP if table.is_bits else DEFAULT_REGISTER_GAP
+                gap = DEFAULT_BIT_GAP if table.is_bit else DEFAULT_REGISTER_GAP
                 shared = [span for span in spans if span.key not in self._alone]
                 alone = [Block(span.start, span.count, (span,)) for span in spans if span.key in self._alone]
-                blocks = plan_reads(shared, max_count=table.max_read, max_gap=gap) + alone
+                blocks = plan_reads(shared, max_count=table.max_per_read, max_gap=gap) + alone
                 plan.extend((table, block) for block in sorted(blocks, key=lambda b: b.start))
             self._plans[names] = plan
         return plan
 
-    async def _read_block(self, table: Table, block: Block, readings: dict[str, Reading]) -> None:
+    async def _read_block(self, table: ModbusRegister, block: Block, readings: dict[str, Reading]) -> None:
         response = await self._link.request(self._device, self._reader(table, block), self._record)
         if response.isError():
             code = getattr(response, "exception_code", 0)
@@ -163,7 +138,7 @@ class ModbusDriver:
                     self._device, span.key, response.function_code, code
                 )
             return
-        data: list[int] = response.bits[: block.count] if table.is_bits else response.registers
+        data: list[int] = response.bits[: block.count] if table.is_bit else response.registers
         cached = self._decoded.get(id(block))
         if cached is not None and cached[0] is block and cached[1] == data:
             readings.update(cached[2])
@@ -177,14 +152,14 @@ class ModbusDriver:
         self._decoded[id(block)] = (block, data, decoded)
         readings.update(decoded)
 
-    def _reader(self, table: Table, block: Block) -> Any:
+    def _reader(self, table: ModbusRegister, block: Block) -> Any:
         name, slave = _READ_FUNCTIONS[table], self._slave
         return lambda client: getattr(client, name)(block.start, count=block.count, device_id=slave)
 
     async def write_one(self, prop: PropertyConfig, value: DeviceValue) -> None:
         """Encode ``value`` and write it with one request (coil, register or registers)."""
         known = self._properties[prop.name]
-        table = known.encoding.table
+        table = known.encoding.register
         if not table.writable:
             raise ValueRefusedError(self._device, prop.name, value, f"a {table.value} cannot be written")
         self._check_visitor_range(known, value)
@@ -193,7 +168,7 @@ class ModbusDriver:
         except ValueEncodeError as exc:
             raise ValueRefusedError(self._device, prop.name, value, exc.reason) from exc
         offset, slave = known.visitor.offset, self._slave
-        if table is Table.COIL:
+        if table is ModbusRegister.COIL:
             call: Any = lambda client: client.write_coil(offset, bool(words[0]), device_id=slave)  # noqa: E731
         elif len(words) == 1:
             call = lambda client: client.write_register(offset, words[0], device_id=slave)  # noqa: E731

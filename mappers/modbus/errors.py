@@ -1,4 +1,4 @@
-"""Errors of the Modbus mapper: codec problems and Modbus exception responses, under the SDK's MapperError."""
+"""Errors of the Modbus mapper: values the codec cannot lay out, and Modbus exception responses."""
 
 from __future__ import annotations
 
@@ -16,16 +16,6 @@ EXCEPTION_NAMES = {
     10: "gateway path unavailable",
     11: "gateway target device failed to respond",
 }
-
-
-class EncodingConfigError(MapperError):
-    """A visitor's register / dataType / limit / scale combination cannot be decoded; names the field."""
-
-    def __init__(self, field: str, value: object, reason: str) -> None:
-        self.field = field
-        self.value = value
-        self.reason = reason
-        super().__init__(f"{field}: {value!r}: {reason}")
 
 
 class ValueEncodeError(MapperError):

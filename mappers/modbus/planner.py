@@ -23,7 +23,7 @@ DEFAULT_REGISTER_GAP = 10
 DEFAULT_BIT_GAP = 160
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Span:
     """The addresses one property occupies: ``count`` units from ``start``."""
 
@@ -37,7 +37,7 @@ class Span:
         return self.start + self.count
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Block:
     """One read request: ``count`` units from ``start``, covering ``spans``."""
 

@@ -4,18 +4,28 @@ A protocol plugs in with a :class:`ProtocolPlugin` that builds a :class:`DeviceD
 (``connect`` / ``read_many`` / ``write_one`` / ``close``); :class:`Mapper` does the rest.
 """
 
-from mappers.sdk.backoff import Backoff, BackoffPolicy
-from mappers.sdk.devices import DEFAULT_COLLECT_CYCLE, device_config, load_device_configs, membership_config
+# The backoff lives in eventbus (shared with edgecore); re-exported as ``Mapper(reconnect=...)`` takes it.
+from eventbus import Backoff, BackoffPolicy
+from mappers.sdk.devices import (
+    DEFAULT_COLLECT_CYCLE,
+    config_error,
+    device_config,
+    load_device_configs,
+    membership_config,
+)
 from mappers.sdk.driver import (
     DeviceConfig,
     DeviceDriver,
     DeviceValue,
     PropertyConfig,
     ProtocolPlugin,
+    PushReceiver,
     Reading,
     RequestRecorder,
+    SubscribingDriver,
 )
 from mappers.sdk.errors import (
+    DeviceRejectedError,
     DeviceResponseError,
     DeviceUnreachableError,
     MapperConfigError,
@@ -35,6 +45,7 @@ __all__ = [
     "BackoffPolicy",
     "DeviceConfig",
     "DeviceDriver",
+    "DeviceRejectedError",
     "DeviceResponseError",
     "DeviceRunner",
     "DeviceState",
@@ -47,12 +58,15 @@ __all__ = [
     "PropertyConfig",
     "PropertyError",
     "ProtocolPlugin",
+    "PushReceiver",
     "Reading",
     "Report",
     "Reporter",
     "RequestRecorder",
     "Row",
+    "SubscribingDriver",
     "ValueRefusedError",
+    "config_error",
     "device_config",
     "format_reported",
     "load_device_configs",

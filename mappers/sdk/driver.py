@@ -4,16 +4,19 @@ A protocol package (``mappers.modbus``, ``mappers.opcua``, ...) provides a :clas
 a :class:`DeviceConfig` into a :class:`DeviceDriver`. The driver only talks to the device: ``connect``,
 ``read_many``, ``write_one``, ``close``. Everything else (cycles, twin values, MQTT, desired values, errors,
 device state, metrics, reconnecting with backoff) is the SDK's.
+
+A driver whose device can push changes (OPC-UA subscriptions) also implements :class:`SubscribingDriver`:
+after each connect the SDK asks it to ``subscribe`` and polls only what it could not subscribe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from device_models import DeviceProtocolConfig, ModelProperty, PropertyProtocolConfig
-from mappers.sdk.errors import PropertyError
+from mappers.sdk.errors import DeviceUnreachableError, PropertyError
 
 DeviceValue = int | float | bool | str | bytes
 """A value as a driver reads or writes it; the SDK converts to and from the twin's strings."""
@@ -25,7 +28,7 @@ RequestRecorder = Callable[[float], None]
 """Called by a driver once per request sent to the device, with its duration in seconds (for metrics)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PropertyConfig:
     """A device property, merged from the Device (visitor, cycles) and its DeviceModel (type, range)."""
 
@@ -78,6 +81,31 @@ class DeviceDriver(Protocol):
 
     async def close(self) -> None:
         """Close the connection; idempotent, never raises."""
+
+
+class PushReceiver(Protocol):
+    """Where a :class:`SubscribingDriver` delivers what its device pushes; the SDK provides it."""
+
+    def changed(self, readings: Mapping[str, Reading]) -> None:
+        """New readings of subscribed properties: all of them first, then those that changed."""
+
+    def lost(self, error: DeviceUnreachableError) -> None:
+        """The subscription (or the connection under it) is gone: the SDK reconnects and subscribes again."""
+
+
+@runtime_checkable
+class SubscribingDriver(DeviceDriver, Protocol):
+    """A driver that can have its device push changes instead of being polled (an optional capability)."""
+
+    async def subscribe(
+        self, properties: Sequence[PropertyConfig], receiver: PushReceiver
+    ) -> Sequence[PropertyConfig]:
+        """Subscribe to ``properties`` (after each :meth:`connect`); return those that must still be polled.
+
+        A device that cannot push returns ``properties`` as they are. Raise
+        :class:`~mappers.sdk.errors.DeviceUnreachableError` when the device went away. Readings delivered to
+        ``receiver`` must be read or notified on this connection, never values kept from an earlier one.
+        """
 
 
 class ProtocolPlugin(Protocol):

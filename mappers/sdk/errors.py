@@ -6,6 +6,9 @@ What happens next depends on the class, not on the message:
   the message names the field to fix.
 * :class:`DeviceUnreachableError` is temporary: the device goes ``offline`` and the SDK reconnects with
   exponential backoff and jitter.
+* :class:`DeviceRejectedError` says the device answers but refuses the mapper (credentials, certificate,
+  security settings): the device goes ``unhealthy`` and is retried only at the backoff's longest delay, since
+  the fix (a corrected Device, a certificate trusted on the device) happens outside the mapper.
 * :class:`PropertyError` leaves concern one property of a device that answers: the reading is skipped (logged,
   counted) and the device goes ``unhealthy`` (:class:`DeviceResponseError`), or a desired value is refused
   (:class:`ValueRefusedError`) and the device is left untouched.
@@ -38,6 +41,17 @@ class DeviceUnreachableError(MapperError):
         self.device = device
         self.reason = reason
         super().__init__(f"device {device} unreachable: {reason}")
+
+
+class DeviceRejectedError(MapperError):
+    """The device refused the mapper's connection; ``field`` names the configData field to check, if one."""
+
+    def __init__(self, device: str, field: str | None, reason: str) -> None:
+        self.device = device
+        self.field = field
+        self.reason = reason
+        where = f" (field {field})" if field else ""
+        super().__init__(f"device {device} refused the connection: {reason}{where}")
 
 
 class PropertyError(MapperError):

@@ -48,8 +48,17 @@ from device_models import (
     new_event_id,
     now_ms,
 )
-from eventbus import BrokerSettings, EventBusError, MqttClient, MqttMessage, TopicKind, parse_topic, topics
-from mappers.sdk.backoff import Backoff, BackoffPolicy
+from eventbus import (
+    Backoff,
+    BackoffPolicy,
+    BrokerSettings,
+    EventBusError,
+    MqttClient,
+    MqttMessage,
+    TopicKind,
+    parse_topic,
+    topics,
+)
 from mappers.sdk.devices import membership_config, membership_protocol
 from mappers.sdk.driver import DeviceConfig, ProtocolPlugin
 from mappers.sdk.errors import MapperConfigError, PropertyError, ValueRefusedError

@@ -8,9 +8,14 @@ one ``read_many`` call, so the driver can coalesce them. A poll that overruns it
 the next (no burst of catch-up polls). A value is reported when it changes, and again each ``reportCycle``
 when the property has one. The properties of one poll are reported in one ``twin/update``.
 
-Device state: ``online`` while reads succeed, ``unhealthy`` while the device answers some reads with errors,
-``offline`` while it cannot be reached (reconnect with exponential backoff and jitter). Each change of state
-is reported once.
+Pushed values: a driver that can subscribe (:class:`~mappers.sdk.driver.SubscribingDriver`) is asked to after
+each connect; what it subscribed is reported as the device pushes it, again each ``reportCycle`` while no
+change comes, and is not polled. Pushes of an earlier connection are dropped, so no value kept from before a
+reconnect is reported as new.
+
+Device state: ``online`` while reads succeed, ``unhealthy`` while the device answers some reads with errors
+(or refuses the mapper's connection: retried at the backoff's longest delay), ``offline`` while it cannot be
+reached (reconnect with exponential backoff and jitter). Each change of state is reported once.
 
 Desired values: a value is checked against the DeviceModel (access mode, type, minimum, maximum) when it
 arrives; a refused value is answered at once and never reaches the device. Accepted values are written by the
@@ -31,9 +36,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from mappers.sdk.backoff import Backoff, BackoffPolicy
-from mappers.sdk.driver import DeviceConfig, DeviceDriver, DeviceValue, PropertyConfig, Reading
+from eventbus import Backoff, BackoffPolicy
+from mappers.sdk.driver import (
+    DeviceConfig,
+    DeviceDriver,
+    DeviceValue,
+    PropertyConfig,
+    Reading,
+    SubscribingDriver,
+)
 from mappers.sdk.errors import (
+    DeviceRejectedError,
     DeviceResponseError,
     DeviceUnreachableError,
     MapperError,
@@ -108,6 +121,33 @@ class _Pending:
     event_id: str
 
 
+class _Pushes:
+    """The :class:`~mappers.sdk.driver.PushReceiver` of one connection: keeps pushes for the device's task."""
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self.readings: dict[str, Reading] = {}
+        self.error: DeviceUnreachableError | None = None
+        self.closed = False
+        self._wake = wake
+
+    def changed(self, readings: Mapping[str, Reading]) -> None:
+        if not self.closed:
+            self.readings.update(readings)
+            self._wake.set()
+
+    def lost(self, error: DeviceUnreachableError) -> None:
+        if not self.closed:
+            self.error = error
+            self._wake.set()
+
+
+def _cycle_groups(properties: Sequence[PropertyConfig]) -> list[_Group]:
+    cycles: dict[float, list[PropertyConfig]] = {}
+    for prop in properties:
+        cycles.setdefault(prop.collect_cycle, []).append(prop)
+    return [_Group(cycle, tuple(props)) for cycle, props in cycles.items()]
+
+
 class DeviceRunner:
     """Drives one device until stopped. Create, :meth:`start`, feed :meth:`desire`, :meth:`stop`."""
 
@@ -132,10 +172,13 @@ class DeviceRunner:
         self._written: dict[str, str] = {}
         self._reported: dict[str, _Reported] = {}
         self._failing: dict[str, str] = {}
-        cycles: dict[float, list[PropertyConfig]] = {}
-        for prop in device.properties:
-            cycles.setdefault(prop.collect_cycle, []).append(prop)
-        self._groups = [_Group(cycle, tuple(props)) for cycle, props in cycles.items()]
+        # Properties the device answered with an error (a subset of _failing): the device is unhealthy.
+        self._unhealthy: set[str] = set()
+        self._rejected: str | None = None
+        self._groups = _cycle_groups(device.properties)
+        self._pushes: _Pushes | None = None
+        # Pushed properties with a reportCycle and a value from this connection: reported on their cycle.
+        self._fresh: set[str] = set()
         self._polls = metrics.polls.labels(device.id)
         self._reads = metrics.reads.labels(device.id)
 
@@ -192,9 +235,13 @@ class DeviceRunner:
 
     async def _run(self) -> None:
         while True:
+            delay: float | None = None
             try:
                 await self._driver.connect()
+                self._rejected = None
                 await self._serve()
+            except DeviceRejectedError as exc:
+                delay = self._refused_by_device(exc)
             except DeviceUnreachableError as exc:
                 self._metrics.error(self.device.id, exc)
                 if self._state is not DeviceState.OFFLINE:
@@ -206,16 +253,37 @@ class DeviceRunner:
                 log.exception("device task failed; reconnecting", extra={"device": self.device.id})
                 self._set_state(DeviceState.OFFLINE)
             await self._driver.close()
-            self._written.clear()
-            await asyncio.sleep(self._backoff.next_delay())
+            self._end_session()
+            await asyncio.sleep(self._backoff.next_delay() if delay is None else delay)
+
+    def _refused_by_device(self, error: DeviceRejectedError) -> float:
+        """Mark the device unhealthy (logging the reason once); returns the delay before the next attempt."""
+        self._metrics.error(self.device.id, error)
+        if str(error) != self._rejected:
+            self._rejected = str(error)
+            log.error("%s", error, extra={"device": self.device.id})
+        self._set_state(DeviceState.UNHEALTHY)
+        # Retrying sooner cannot help: the fix is a change of configuration, here or on the device.
+        return self._backoff.policy.maximum
+
+    def _end_session(self) -> None:
+        if self._pushes is not None:
+            self._pushes.closed = True
+            self._pushes = None
+        self._fresh.clear()
+        self._unhealthy.clear()
+        self._written.clear()
 
     async def _serve(self) -> None:
-        """Poll and write until the device becomes unreachable (an exception ends the session)."""
+        """Poll, take pushes and write until the device is unreachable (an exception ends the session)."""
         loop = asyncio.get_running_loop()
+        await self._subscribe()
         for group in self._groups:
             group.due = loop.time()
         while True:
             self._wake.clear()
+            if self._pushes is not None:
+                self._take_pushes(self._pushes, loop.time())
             await self._write_pending()
             now = loop.time()
             due = [group for group in self._groups if group.due <= now + _SAME_POLL]
@@ -231,11 +299,62 @@ class DeviceRunner:
                 for group in due:
                     # On time: keep the cycle's rhythm. Late (a slow device): read again at once, once.
                     group.due = max(group.due + group.cycle, now)
-            delay = min(group.due for group in self._groups) - loop.time() if self._groups else 3600.0
+            delay = min([group.due for group in self._groups] + [self._pushed_report_at()]) - loop.time()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
+                    async with asyncio.timeout(None if math.isinf(delay) else delay):
                         await self._wake.wait()
+
+    async def _subscribe(self) -> None:
+        """Let a driver that can push subscribe to the properties; poll the others."""
+        polled = self.device.properties
+        if isinstance(self._driver, SubscribingDriver) and polled:
+            self._pushes = _Pushes(self._wake)
+            polled = tuple(await self._driver.subscribe(polled, self._pushes))
+            if len(polled) < len(self.device.properties):
+                # The device took the subscription: it answers, whatever its first pushes hold.
+                self._backoff.reset()
+                self._set_state(DeviceState.ONLINE)
+        self._groups = _cycle_groups(polled)
+
+    def _take_pushes(self, pushes: _Pushes, now: float) -> None:
+        """Report what the device pushed since the last look; raise if the subscription was lost."""
+        if pushes.error is not None:
+            raise pushes.error
+        if pushes.readings:
+            readings, pushes.readings = pushes.readings, {}
+            due = [self._properties[name] for name in readings if name in self._properties]
+            read = set(self._absorb(due, readings, now))
+            for prop in due:
+                if prop.name in read and prop.report_cycle is not None:
+                    self._fresh.add(prop.name)
+                else:
+                    self._fresh.discard(prop.name)
+            # The device answered: a later loss starts its backoff from the shortest delay again.
+            self._backoff.reset()
+        self._report_pushed(now)
+
+    def _pushed_report_at(self) -> float:
+        """When the next ``reportCycle`` of a pushed value is due (event loop time), or infinity."""
+        return min(
+            (
+                self._reported[name].at + cycle
+                for name in self._fresh
+                if (cycle := self._properties[name].report_cycle) is not None
+            ),
+            default=math.inf,
+        )
+
+    def _report_pushed(self, now: float) -> None:
+        """Report each pushed value again whose ``reportCycle`` is due: a device pushes changes only."""
+        due: dict[str, Report] = {}
+        for name in self._fresh:
+            prop, last = self._properties[name], self._reported[name]
+            if _report_due(prop, last.at, now):
+                due[name] = Report(last.text, prop.twin_type)
+                last.at = now
+        if due:
+            self._reporter.report(self.device.id, due)
 
     async def _write_pending(self) -> None:
         while self._pending:
@@ -269,44 +388,9 @@ class DeviceRunner:
         if group is not None and readings == group.readings and now < group.report_at:
             # Nothing changed and no report is due: the common case, kept cheap.
             self._reads.inc(len(due))
-            self._set_state(DeviceState.ONLINE)
+            self._set_state(DeviceState.UNHEALTHY if self._unhealthy else DeviceState.ONLINE)
             return
-        changed: dict[str, Report] = {}
-        answered_with_error = False
-        read = 0
-        for prop in due:
-            reading = readings.get(prop.name)
-            last = self._reported.get(prop.name)
-            # Most readings repeat the last one: skip the conversion unless a report is due anyway.
-            if (
-                not force
-                and last is not None
-                and reading == last.reading
-                and type(reading) is type(last.reading)
-            ):
-                read += 1
-                if _report_due(prop, last.at, now):
-                    changed[prop.name] = Report(last.text, prop.twin_type)
-                    last.at = now
-                continue
-            try:
-                text = reported_text(self.device.id, prop, reading)
-            except PropertyError as exc:
-                answered_with_error = answered_with_error or isinstance(exc, DeviceResponseError)
-                self._property_failed(exc)
-                continue
-            read += 1
-            if self._failing and self._failing.pop(prop.name, None) is not None:
-                log.info("%s readable again", prop.name, extra={"device": self.device.id})
-            if force or last is None or last.text != text or _report_due(prop, last.at, now):
-                changed[prop.name] = Report(text, prop.twin_type)
-                self._reported[prop.name] = _Reported(reading, text, now)
-            else:
-                last.reading = reading
-        self._reads.inc(read)
-        self._set_state(DeviceState.UNHEALTHY if answered_with_error else DeviceState.ONLINE)
-        if changed:
-            self._reporter.report(self.device.id, changed)
+        read = len(self._absorb(due, readings, now, force=force))
         if group is None:
             # What was reported changed outside the groups' own polls: their shortcut no longer holds.
             for other in self._groups:
@@ -319,7 +403,63 @@ class DeviceRunner:
                 default=math.inf,
             )
 
+    def _absorb(
+        self,
+        due: Sequence[PropertyConfig],
+        readings: Mapping[str, Reading],
+        now: float,
+        *,
+        force: bool = False,
+    ) -> list[str]:
+        """Report what changed (or is due) among ``due``'s readings, set the state; returns the names read."""
+        changed: dict[str, Report] = {}
+        read: list[str] = []
+        for prop in due:
+            reading = readings.get(prop.name)
+            last = self._reported.get(prop.name)
+            # Most readings repeat the last one: skip the conversion unless a report is due anyway.
+            if (
+                not force
+                and last is not None
+                and reading == last.reading
+                and type(reading) is type(last.reading)
+            ):
+                read.append(prop.name)
+                if self._failing:
+                    self._readable_again(prop.name)
+                if _report_due(prop, last.at, now):
+                    changed[prop.name] = Report(last.text, prop.twin_type)
+                    last.at = now
+                continue
+            try:
+                text = reported_text(self.device.id, prop, reading)
+            except PropertyError as exc:
+                self._property_failed(exc)
+                continue
+            read.append(prop.name)
+            if self._failing:
+                self._readable_again(prop.name)
+            if force or last is None or last.text != text or _report_due(prop, last.at, now):
+                changed[prop.name] = Report(text, prop.twin_type)
+                self._reported[prop.name] = _Reported(reading, text, now)
+            else:
+                last.reading = reading
+        self._reads.inc(len(read))
+        self._set_state(DeviceState.UNHEALTHY if self._unhealthy else DeviceState.ONLINE)
+        if changed:
+            self._reporter.report(self.device.id, changed)
+        return read
+
+    def _readable_again(self, name: str) -> None:
+        self._unhealthy.discard(name)
+        if self._failing.pop(name, None) is not None:
+            log.info("%s readable again", name, extra={"device": self.device.id})
+
     def _property_failed(self, error: PropertyError) -> None:
+        if isinstance(error, DeviceResponseError):
+            self._unhealthy.add(error.property)
+        else:
+            self._unhealthy.discard(error.property)
         self._metrics.error(self.device.id, error)
         # Log a failure when it starts or changes, not on every cycle it lasts.
         if self._failing.get(error.property) != error.reason:

@@ -8,8 +8,9 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edgecore import Backoff, ModuleFailedError, ModuleState, Supervisor
+from edgecore import ModuleFailedError, ModuleState, Supervisor
 from edgetwin.testing import wait_for
+from eventbus import BackoffPolicy
 
 
 class BadSetting(Exception):
@@ -70,7 +71,7 @@ def restarts(registry: CollectorRegistry, module: str) -> float | None:
     return registry.get_sample_value("edgetwin_module_restarts_total", {"module": module})
 
 
-FAST = Backoff(initial=0.05, maximum=0.4)
+FAST = BackoffPolicy(minimum=0.05, maximum=0.4)
 
 
 async def test_starts_in_order_and_stops_in_reverse() -> None:
@@ -120,7 +121,8 @@ async def test_crashed_module_restarts_and_shows_it() -> None:
 
 async def test_restart_delays_grow_exponentially() -> None:
     worker = Worker("flaky", [], start_failures=4)
-    supervisor = Supervisor([worker], backoff=Backoff(initial=0.05, maximum=10.0))
+    # Jitter of 10 %: each delay is at least 90 % of its step.
+    supervisor = Supervisor([worker], backoff=BackoffPolicy(minimum=0.05, maximum=10.0, jitter=0.1))
     await supervisor.start()
     try:
         gaps = [b - a for a, b in zip(worker.start_times, worker.start_times[1:], strict=False)]
@@ -130,6 +132,23 @@ async def test_restart_delays_grow_exponentially() -> None:
         assert gaps[3] > gaps[0] * 4
         assert supervisor.statuses[0].restarts == 4
         assert supervisor.statuses[0].last_error == "ConnectionError: flaky cannot start yet"
+    finally:
+        await supervisor.stop()
+
+
+async def test_a_module_that_ran_long_restarts_after_the_shortest_delay() -> None:
+    policy = BackoffPolicy(minimum=0.05, maximum=1.0, factor=10.0)
+    worker = Worker("twin", [], start_failures=2)  # delays of 0.05 s and 0.5 s: the next step is 1 s
+    supervisor = Supervisor([worker], backoff=policy)
+    await supervisor.start()
+    try:
+        running_since = worker.start_times[-1]
+        await wait_for(lambda: time.monotonic() - running_since >= policy.maximum, what="a long run")
+        crashed_at = time.monotonic()
+        worker.crash(RuntimeError("late crash"))
+        await wait_for(lambda: len(worker.start_times) == 4 and worker.running, what="the restart")
+        # Without the reset the delay would be at least half the 1 s step.
+        assert worker.start_times[3] - crashed_at < 0.5
     finally:
         await supervisor.stop()
 

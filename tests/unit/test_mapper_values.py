@@ -1,4 +1,4 @@
-"""Twin strings <-> driver values, desired-value checks, and the reconnect backoff."""
+"""Twin strings <-> driver values and desired-value checks."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import pytest
 
 from device_models import ModbusVisitorConfig, ModelProperty
 from mappers.sdk import (
-    Backoff,
-    BackoffPolicy,
     PropertyConfig,
     PropertyError,
     ValueRefusedError,
@@ -96,13 +94,3 @@ def test_desired_values_refused_with_the_reason(config: PropertyConfig, text: st
         parse_desired("ns/d", config, text)
     assert caught.value.value == text
     assert caught.value.property == "p"
-
-
-def test_backoff_grows_with_jitter_and_resets() -> None:
-    backoff = Backoff(BackoffPolicy(minimum=1.0, maximum=8.0, factor=2.0))
-    steps = [1.0, 2.0, 4.0, 8.0, 8.0]
-    for step in steps:
-        delay = backoff.next_delay()
-        assert step / 2 <= delay <= step
-    backoff.reset()
-    assert backoff.next_delay() <= 1.0
