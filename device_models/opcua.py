@@ -19,6 +19,8 @@ _NODE_ID = re.compile(
 )
 # KubeEdge's own docs write "ns=1,i=1005"; OPC-UA (and asyncua) separate with ";".
 _COMMA_NODE_ID = re.compile(r"^(ns=\d+),([isgb]=.+)$")
+# A browse path from the Root folder: <namespace index>:<browse name> segments joined by "/".
+_BROWSE_PATH = re.compile(r"^\d+:[^/]+(/\d+:[^/]+)*$")
 
 
 class SecurityPolicy(enum.StrEnum):
@@ -67,9 +69,9 @@ class OpcUaProtocolConfig(ConfigModel):
     security_mode: Annotated[SecurityMode, _enum_spelling(SecurityMode)] = SecurityMode.NONE
     """None, Sign or SignAndEncrypt."""
     certificate: str | None = None
-    """Path of the client certificate on the edge node (needed with a security policy)."""
+    """Path of the client certificate on the edge node; without it the mapper uses its own certificate."""
     private_key: str | None = None
-    """Path of the client private key on the edge node (needed with a security policy)."""
+    """Path of the client private key on the edge node (with certificate)."""
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     """Connection timeout in seconds."""
 
@@ -99,10 +101,10 @@ class OpcUaProtocolConfig(ConfigModel):
                 f"must be Sign or SignAndEncrypt with securityPolicy {self.security_policy}",
                 "None",
             )
-        if secure_policy and not self.certificate:
-            raise field_error("certificate", "is required with a security policy")
-        if secure_policy and not self.private_key:
-            raise field_error("privateKey", "is required with a security policy")
+        if self.private_key and not self.certificate:
+            raise field_error("certificate", "is required with privateKey")
+        if self.certificate and not self.private_key:
+            raise field_error("privateKey", "is required with certificate")
         if self.password is not None and not self.user_name:
             raise field_error("userName", "is required when a password is given")
         return self
@@ -117,14 +119,35 @@ def _node_id(value: object) -> object:
 class OpcUaVisitorConfig(ConfigModel):
     """``spec.properties[].visitors.configData`` of an OPC-UA device property."""
 
-    node_id: Annotated[str, BeforeValidator(_node_id)] = Field(alias="nodeID")
+    node_id: Annotated[str | None, BeforeValidator(_node_id)] = Field(default=None, alias="nodeID")
     """The node, e.g. ns=2;s=Boiler.Temperature (KubeEdge's "ns=2,i=1005" form is accepted too)."""
     browse_name: str | None = Field(default=None, alias="browseName")
-    """The node's browse name, for humans."""
+    """The node's browse name, for humans; without nodeID, the node's browse path from the Root folder,
+    e.g. 0:Objects/2:Boiler/2:Temperature."""
 
     @field_validator("node_id")
     @classmethod
-    def _node_id_syntax(cls, value: str) -> str:
-        if not _NODE_ID.match(value):
+    def _node_id_syntax(cls, value: str | None) -> str | None:
+        if value is not None and not _NODE_ID.match(value):
             raise ValueError("is not an OPC-UA node id (like ns=2;s=Name or ns=2;i=1005)")
         return value
+
+    @model_validator(mode="after")
+    def _node(self) -> Self:
+        if self.node_id is None and self.browse_name is None:
+            raise field_error("nodeID", "is required (or a browseName holding the node's browse path)")
+        if self.node_id is None and not _BROWSE_PATH.match(str(self.browse_name)):
+            raise field_error(
+                "browseName",
+                "is not a browse path from the Root folder (like 0:Objects/2:Boiler/2:Temperature)",
+                self.browse_name,
+            )
+        return self
+
+    @property
+    def browse_path(self) -> list[tuple[int, str]] | None:
+        """The (namespace index, browse name) segments of the node's browse path, when no nodeID is given."""
+        if self.node_id is not None or self.browse_name is None:
+            return None
+        segments = (segment.split(":", 1) for segment in self.browse_name.split("/"))
+        return [(int(index), name) for index, name in segments]

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.mqtt",
     "tests.fixtures.modbus",
     "tests.fixtures.kube",
+    "tests.fixtures.opcua",
 ]

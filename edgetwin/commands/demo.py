@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from edgetwin.demo import DemoError, run_demo
 from edgetwin.logs import LogLevel, setup_logging
 
 __all__ = ["demo"]
@@ -42,8 +40,14 @@ def demo(
     ),
 ) -> None:
     """Run cloud API + edgecore + mosquitto + a Modbus mapper against a simulated thermostat, narrated."""
+    # The demo pulls in the kubernetes client, edgecore and rich: imported only when it runs.
+    from rich.console import Console
+
+    from edgetwin.demo import DemoError, run_demo
+
     setup_logging(log_level)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # the simulated device's own chatter
+    logging.getLogger("asyncua").setLevel(logging.ERROR)
     console = Console()
     try:
         asyncio.run(run_demo(console, kube=kube.value, workdir=workdir))

@@ -1,4 +1,9 @@
-"""``edgetwin mapper <protocol>``: run a device mapper, a separate process that speaks MQTT with the edge."""
+"""``edgetwin mapper <protocol>``: run a device mapper, a separate process that speaks MQTT with the edge.
+
+Each command imports its protocol package (pymodbus, asyncua, bleak) and the SDK inside its function: typer
+needs only the signatures, so a mapper process holds its own protocol's libraries and not every command's,
+and aiohttp only when it serves ``--metrics``.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,16 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
-from device_models import ModelValidationError
 from edgetwin.logs import LogLevel, setup_logging
-from edgetwin.observability import HealthReport, ObservabilityError, ObservabilityServer, new_registry
-from eventbus import BrokerSettings, EventBusError
-from mappers.modbus import LinkSettings, ModbusProtocol
-from mappers.sdk import DeviceConfig, Mapper, ProtocolPlugin, load_device_configs, read_once
+from edgetwin.runtime import run
+
+if TYPE_CHECKING:
+    from eventbus import BrokerSettings
+    from mappers.sdk import DeviceConfig, Mapper, ProtocolPlugin
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +64,75 @@ def modbus(
     log_level: LogLevel = LOG_LEVEL,
 ) -> None:
     """Modbus TCP and RTU devices (pymodbus)."""
+    from mappers.modbus import LinkSettings, ModbusProtocol
+
     plugin = ModbusProtocol(LinkSettings(timeout=timeout))
     run_mapper(plugin, broker, node, devices, metrics, once=once, push_data=push_data, log_level=log_level)
+
+
+CERT_DIR = typer.Option(
+    None,
+    "--cert-dir",
+    help="Where the mapper keeps its own OPC-UA client certificate, made on first use "
+    "(default: $XDG_STATE_HOME/edgetwin/opcua).",
+    file_okay=False,
+)
+OPCUA_TIMEOUT = typer.Option(5.0, "--timeout", min=0.01, help="Seconds to wait for an OPC-UA answer.")
+CERTIFICATE = typer.Option(None, "--certificate", help="Client certificate (default: the mapper's own).")
+PRIVATE_KEY = typer.Option(None, "--private-key", help="Private key of --certificate.")
+
+
+@app.command("opcua")
+def opcua(
+    broker: str = BROKER,
+    node: str | None = NODE,
+    devices: Path | None = DEVICES,
+    metrics: str | None = METRICS,
+    once: bool = ONCE,
+    push_data: bool = PUSH_DATA,
+    cert_dir: Path | None = CERT_DIR,
+    timeout: float = OPCUA_TIMEOUT,
+    poll: bool = typer.Option(False, "--poll", help="Poll every property; do not subscribe to changes."),
+    log_level: LogLevel = LOG_LEVEL,
+) -> None:
+    """OPC-UA servers (asyncua): subscriptions, or one batched read per cycle where a server has none."""
+    from mappers.opcua import OpcUaProtocol, OpcUaSettings, quiet_asyncua
+
+    quiet_asyncua(logging.DEBUG if log_level is LogLevel.DEBUG else logging.CRITICAL)
+    plugin = OpcUaProtocol(OpcUaSettings(cert_dir=cert_dir, timeout=timeout, subscribe=not poll))
+    run_mapper(plugin, broker, node, devices, metrics, once=once, push_data=push_data, log_level=log_level)
+
+
+@app.command("opcua-browse")
+def opcua_browse(
+    endpoint: str = typer.Argument(..., help="The server, e.g. opc.tcp://192.168.1.20:4840/plc."),
+    user: str | None = typer.Option(None, "--user", help="User name (anonymous without)."),
+    password: str | None = typer.Option(None, "--password", envvar="EDGETWIN_OPCUA_PASSWORD"),
+    security_policy: str = typer.Option("None", "--security-policy", help="None, Basic256Sha256, ..."),
+    security_mode: str = typer.Option("None", "--security-mode", help="None, Sign or SignAndEncrypt."),
+    certificate: Path | None = CERTIFICATE,
+    private_key: Path | None = PRIVATE_KEY,
+    cert_dir: Path | None = CERT_DIR,
+    timeout: float = OPCUA_TIMEOUT,
+    standard: bool = typer.Option(False, "--standard", help="Also list namespace 0 (the Server object)."),
+) -> None:
+    """List a server's variables (node id, browse path, data type, access), to write a Device's YAML."""
+    from device_models import ModelValidationError
+    from mappers.opcua import OpcUaSettings, browse_table, quiet_asyncua
+    from mappers.sdk import MapperError
+
+    quiet_asyncua()
+    config: dict[str, object] = {"url": endpoint, "userName": user, "password": password}
+    config |= {"securityPolicy": security_policy, "securityMode": security_mode}
+    config |= {"certificate": certificate, "privateKey": private_key}
+    settings = OpcUaSettings(cert_dir=cert_dir, timeout=timeout)
+    try:
+        lines = run(browse_table({k: str(v) for k, v in config.items() if v}, settings, standard=standard))
+    except ModelValidationError as exc:
+        _fail(str(exc))
+    except MapperError as exc:
+        _fail(str(exc), code=1)
+    typer.echo("\n".join(lines))
 
 
 def run_mapper(
@@ -75,18 +147,20 @@ def run_mapper(
     log_level: LogLevel,
 ) -> None:
     """The body every ``edgetwin mapper <protocol>`` command shares; exits with the process's status."""
+    from eventbus import BrokerSettings, EventBusError
+
     setup_logging(log_level, node=node)
     configs = _load(plugin, devices, node) if devices else None
     if once:
         if configs is None:
             _fail("--once reads the devices given with --devices")
-        raise typer.Exit(asyncio.run(_once(plugin, configs)))
+        raise typer.Exit(run(_once(plugin, configs)))
     if node is None:
         _fail("--node is required: the mapper asks the edge node for its devices")
     settings = BrokerSettings(url=broker)
     try:
-        asyncio.run(_serve(plugin, settings, node, configs, metrics, push_data=push_data))
-    except (EventBusError, ObservabilityError) as exc:
+        run(_serve(plugin, settings, node, configs, metrics, push_data=push_data))
+    except EventBusError as exc:
         _fail(str(exc), code=1)
 
 
@@ -96,6 +170,9 @@ def _fail(message: str, *, code: int = 2) -> NoReturn:
 
 
 def _load(plugin: ProtocolPlugin, path: Path, node: str | None) -> list[DeviceConfig]:
+    from device_models import ModelValidationError
+    from mappers.sdk import load_device_configs
+
     try:
         configs, refused = load_device_configs(path, node=node, protocol=plugin.name)
     except ModelValidationError as exc:
@@ -108,6 +185,8 @@ def _load(plugin: ProtocolPlugin, path: Path, node: str | None) -> list[DeviceCo
 
 
 async def _once(plugin: ProtocolPlugin, configs: list[DeviceConfig]) -> int:
+    from mappers.sdk import read_once
+
     rows = await read_once(plugin, configs)
     table = [("DEVICE", "PROPERTY", "VALUE")] + [
         (row.device, row.property, str(row.value) if row.error is None else f"ERROR: {row.error}")
@@ -128,12 +207,20 @@ async def _serve(
     *,
     push_data: bool,
 ) -> None:
-    registry = new_registry()
-    mapper = Mapper(plugin, settings, node=node, devices=configs, registry=registry, push_data=push_data)
+    from mappers.sdk import Mapper
+
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    if metrics is None:
+        mapper = Mapper(plugin, settings, node=node, devices=configs, push_data=push_data)
+        await _run_until(mapper, stopping)
+        return
+    from edgetwin.observability import HealthReport, ObservabilityError, ObservabilityServer, new_registry
+
+    registry = new_registry()
+    mapper = Mapper(plugin, settings, node=node, devices=configs, registry=registry, push_data=push_data)
 
     def health() -> HealthReport:
         detail = {
@@ -145,14 +232,21 @@ async def _serve(
         }
         return HealthReport(healthy=mapper.connected, detail=detail)
 
-    server = ObservabilityServer(metrics, registry=registry, health=health) if metrics else None
-    if server is not None:
+    try:
+        server = ObservabilityServer(metrics, registry=registry, health=health)
         await server.start()
-        log.info("serving /healthz and /metrics on %s", server.url)
+    except ObservabilityError as exc:
+        _fail(str(exc), code=1)
+    log.info("serving /healthz and /metrics on %s", server.url)
+    try:
+        await _run_until(mapper, stopping)
+    finally:
+        await server.stop()
+
+
+async def _run_until(mapper: Mapper, stopping: asyncio.Event) -> None:
     try:
         await mapper.start()
         await stopping.wait()
     finally:
         await mapper.stop()
-        if server is not None:
-            await server.stop()

@@ -19,19 +19,22 @@ from rich.table import Table
 
 from device_models import Device, EdgetwinError, load_documents, new_event_id, now_ms, validate_paths
 from edgecore import EdgeCore, parse_config
+from edgetwin.demo.boiler import Boiler
 from edgetwin.demo.thermostat import Thermostat
 from edgetwin.testing import free_port, wait_for
 from edgetwin.testing.kubeapi import KubeApi, start_kube_api
 from eventbus import BrokerSettings, MqttClient, MqttMessage
 from eventbus.topics import TopicKind, device_topic
 from mappers.modbus import ModbusProtocol
-from mappers.sdk import Mapper
+from mappers.opcua import OpcUaProtocol, OpcUaSettings
+from mappers.sdk import Mapper, ProtocolPlugin
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 CRDS = REPO / "device_models" / "crds"
 NODE = "edge-node-1"
-NAMESPACE, DEVICE = "default", "thermostat-01"
+NAMESPACE, DEVICE, BOILER = "default", "thermostat-01", "boiler-01"
+BOILER_SETPOINT = "75"
 DESIRED_SETPOINT = "24.5"
 STEP_TIMEOUT = 20.0
 
@@ -52,7 +55,7 @@ class _App:
 
     async def __aenter__(self) -> _App:
         await self.client.start()
-        await self.client.subscribe(f"$hw/events/device/{NAMESPACE}/{DEVICE}/#")
+        await self.client.subscribe(f"$hw/events/device/{NAMESPACE}/+/#")
         self._task = asyncio.create_task(self._collect(), name="demo-app")
         return self
 
@@ -65,14 +68,18 @@ class _App:
         async for message in self.client.messages():
             self.seen.append(message)
 
-    def topic(self, kind: TopicKind) -> str:
-        return device_topic(kind, NAMESPACE, DEVICE)
+    def topic(self, kind: TopicKind, device: str = DEVICE) -> str:
+        return device_topic(kind, NAMESPACE, device)
 
     async def expect(
-        self, kind: TopicKind, predicate: Callable[[dict[str, Any]], bool], what: str
+        self,
+        kind: TopicKind,
+        predicate: Callable[[dict[str, Any]], bool],
+        what: str,
+        device: str = DEVICE,
     ) -> dict[str, Any]:
         """The first message on the device's ``kind`` topic whose JSON body satisfies ``predicate``."""
-        topic = self.topic(kind)
+        topic = self.topic(kind, device)
 
         def found() -> dict[str, Any] | None:
             for message in self.seen:
@@ -88,17 +95,22 @@ class _App:
             raise DemoError(f"{what}: {exc}") from exc
         return body or {}
 
-    async def get_twin(self) -> dict[str, Any]:
+    async def get_twin(self, device: str = DEVICE) -> dict[str, Any]:
         """Ask the edge for the twin (``twin/get``) and return its ``twin`` map."""
         event_id = new_event_id()
         await self.client.publish(
-            self.topic(TopicKind.TWIN_GET), json.dumps({"event_id": event_id, "timestamp": now_ms()})
+            self.topic(TopicKind.TWIN_GET, device),
+            json.dumps({"event_id": event_id, "timestamp": now_ms()}),
         )
         body = await self.expect(
-            TopicKind.TWIN_GET_RESULT, lambda b: b.get("event_id") == event_id, "twin/get/result"
+            TopicKind.TWIN_GET_RESULT, lambda b: b.get("event_id") == event_id, "twin/get/result", device
         )
         twin: dict[str, Any] = body.get("twin") or {}
         return twin
+
+
+def _update(event_id: str, prop: str, value: str) -> dict[str, Any]:
+    return {"event_id": event_id, "timestamp": now_ms(), "twin": {prop: {"expected": {"value": value}}}}
 
 
 def _actual(twin: dict[str, Any], prop: str) -> str | None:
@@ -138,16 +150,19 @@ async def run_demo(console: Console, *, kube: KubeBackend = "emulator", workdir:
         await _check_examples(say)
         await _kubernetes(say, stack, kube, workdir)
         thermostat = await _thermostat(say, stack)
-        core = await _edgecore(say, stack, workdir, thermostat.simulator.port)
-        await _mapper(say, stack, core.broker_url)
+        boiler = await _boiler(say, stack)
+        core = await _edgecore(say, stack, workdir, thermostat.simulator.port, boiler.url)
+        await _mappers(say, stack, core.broker_url, workdir)
         app = await stack.enter_async_context(_App(core.broker_url))
         await _reported(say, app)
         await _desired(say, app, thermostat, core.broker_url)
         await _warming(say, app)
+        await _opcua(say, app, boiler)
         await _bad_input(say, app)
         say.step("Stopping everything")
     say.say(
-        "done: every step above ran against real components (mosquitto, SQLite, pymodbus, Kubernetes API)"
+        "done: every step ran against real components "
+        "(mosquitto, SQLite, pymodbus, asyncua, a Kubernetes API)"
     )
 
 
@@ -231,19 +246,25 @@ async def _thermostat(say: _Narrator, stack: contextlib.AsyncExitStack) -> Therm
     return thermostat
 
 
+async def _boiler(say: _Narrator, stack: contextlib.AsyncExitStack) -> Boiler:
+    say.step("Starting a simulated OPC-UA boiler (asyncua server)")
+    boiler = await stack.enter_async_context(Boiler(free_port(), tick=0.2))
+    say.say(
+        f"{boiler.url}: Boiler.Temperature {await boiler.temperature():.1f} °C drifting towards "
+        f"Boiler.Setpoint {await boiler.setpoint():.1f} °C (writable)"
+    )
+    return boiler
+
+
 async def _edgecore(
-    say: _Narrator, stack: contextlib.AsyncExitStack, workdir: Path, modbus_port: int
+    say: _Narrator, stack: contextlib.AsyncExitStack, workdir: Path, modbus_port: int, opcua_url: str
 ) -> EdgeCore:
     say.step("Starting edgecore: its own mosquitto (EventBus) and the DeviceTwin on SQLite")
     devices = workdir / "devices"
     devices.mkdir(parents=True, exist_ok=True)
-    documents: list[dict[str, Any]] = []
-    for obj in load_documents(EXAMPLES / "modbus-tcp-thermostat.yaml"):
-        manifest = obj.to_manifest()
-        if isinstance(obj, Device):
-            manifest["spec"]["protocol"]["configData"]["port"] = str(modbus_port)
-        documents.append(manifest)
-    (devices / "thermostat.yaml").write_text(yaml.safe_dump_all(documents, sort_keys=False), encoding="utf-8")
+    # The shipped examples, pointed at the simulators' ports.
+    _write_example(devices, "modbus-tcp-thermostat.yaml", {"port": str(modbus_port)})
+    _write_example(devices, "opcua-boiler.yaml", {"url": opcua_url})
     mqtt_port = free_port()
     config = parse_config(
         {
@@ -260,22 +281,38 @@ async def _edgecore(
     )
     core = await stack.enter_async_context(EdgeCore(config, devices_dir=devices))
     say.say(f"node {NODE}; mosquitto on {core.broker_url}; twins in {workdir / 'edgecore.db'} (WAL)")
-    say.say(f"device {NAMESPACE}/{DEVICE} loaded from {devices}: known to the twin before any report")
+    say.say(f"devices {DEVICE} and {BOILER} loaded from {devices}: known to the twin before any report")
     return core
 
 
-async def _mapper(say: _Narrator, stack: contextlib.AsyncExitStack, broker_url: str) -> None:
-    say.step("Starting the Modbus mapper (it speaks only MQTT with the edge)")
-    mapper = Mapper(ModbusProtocol(), BrokerSettings(url=broker_url), node=NODE)
-    await mapper.start()
-    stack.push_async_callback(mapper.stop)
-    try:
-        await mapper.wait_membership(timeout=STEP_TIMEOUT)
-    except (TimeoutError, EdgetwinError) as exc:
-        raise DemoError(f"the mapper did not learn its devices from membership/get: {exc}") from exc
-    say.say(
-        f"learnt its devices from $hw/events/node/{NODE}/membership/get/result: {', '.join(mapper.devices)}"
-    )
+def _write_example(directory: Path, name: str, config_data: dict[str, Any]) -> None:
+    documents: list[dict[str, Any]] = []
+    for obj in load_documents(EXAMPLES / name):
+        manifest = obj.to_manifest()
+        if isinstance(obj, Device):
+            manifest["spec"]["protocol"]["configData"].update(config_data)
+        documents.append(manifest)
+    (directory / name).write_text(yaml.safe_dump_all(documents, sort_keys=False), encoding="utf-8")
+
+
+async def _mappers(say: _Narrator, stack: contextlib.AsyncExitStack, broker_url: str, workdir: Path) -> None:
+    say.step("Starting the Modbus and OPC-UA mappers (they speak only MQTT with the edge)")
+    plugins: list[ProtocolPlugin] = [
+        ModbusProtocol(),
+        OpcUaProtocol(OpcUaSettings(cert_dir=workdir / "opcua-pki")),
+    ]
+    for plugin in plugins:
+        mapper = Mapper(plugin, BrokerSettings(url=broker_url), node=NODE)
+        await mapper.start()
+        stack.push_async_callback(mapper.stop)
+        try:
+            await mapper.wait_membership(timeout=STEP_TIMEOUT)
+        except (TimeoutError, EdgetwinError) as exc:
+            raise DemoError(f"the {plugin.name} mapper did not learn its devices: {exc}") from exc
+        say.say(
+            f"{plugin.name} mapper: learnt {', '.join(mapper.devices)} from "
+            f"$hw/events/node/{NODE}/membership/get/result (Device spec + DeviceModel included)"
+        )
 
 
 async def _reported(say: _Narrator, app: _App) -> None:
@@ -295,11 +332,7 @@ async def _reported(say: _Narrator, app: _App) -> None:
 async def _desired(say: _Narrator, app: _App, thermostat: Thermostat, broker_url: str) -> None:
     say.step(f"Desired state: an app sets setpoint = {DESIRED_SETPOINT} with mosquitto_pub")
     event_id = "demo-set-setpoint"
-    body = {
-        "event_id": event_id,
-        "timestamp": now_ms(),
-        "twin": {"setpoint": {"expected": {"value": DESIRED_SETPOINT}}},
-    }
+    body = _update(event_id, "setpoint", DESIRED_SETPOINT)
     await _publish_as_app(say, app, broker_url, app.topic(TopicKind.TWIN_UPDATE), body)
     say.json(
         "twin/update/result  ",
@@ -357,6 +390,49 @@ async def _warming(say: _Narrator, app: _App) -> None:
     )
 
 
+async def _opcua(say: _Narrator, app: _App, boiler: Boiler) -> None:
+    say.step(f"OPC-UA: the boiler reports by subscription; an app sets its setpoint to {BOILER_SETPOINT}")
+
+    async def reported() -> dict[str, Any] | None:
+        twin = await app.get_twin(BOILER)
+        return twin if _actual(twin, "temperature") and _actual(twin, "pressure") else None
+
+    twin = await wait_for(reported, timeout=STEP_TIMEOUT, what="the boiler's reported values")
+    say.say(
+        f"twin/get {BOILER}: temperature = {_actual(twin, 'temperature')} °C, "
+        f"pressure = {_actual(twin, 'pressure')} bar, setpoint = {_actual(twin, 'setpoint')} °C"
+    )
+    event_id = "demo-boiler-setpoint"
+    await app.client.publish(
+        app.topic(TopicKind.TWIN_UPDATE, BOILER), json.dumps(_update(event_id, "setpoint", BOILER_SETPOINT))
+    )
+    await app.expect(
+        TopicKind.TWIN_UPDATE_DELTA,
+        lambda b: (b.get("delta") or {}).get("setpoint") == BOILER_SETPOINT,
+        "the boiler's delta",
+        BOILER,
+    )
+
+    async def written() -> bool:
+        return abs(await boiler.setpoint() - float(BOILER_SETPOINT)) < 0.01
+
+    try:
+        await wait_for(written, timeout=STEP_TIMEOUT, what="the Boiler.Setpoint node")
+    except AssertionError as exc:
+        raise DemoError(f"the OPC-UA mapper did not write the setpoint node: {exc}") from exc
+
+    async def converged() -> dict[str, Any] | None:
+        twin = await app.get_twin(BOILER)
+        actual = _actual(twin, "setpoint")
+        return twin if actual is not None and float(actual) == float(BOILER_SETPOINT) else None
+
+    twin = await wait_for(converged, timeout=STEP_TIMEOUT, what="the boiler setpoint read back")
+    say.say(
+        f"the mapper wrote ns=2;s=Boiler.Setpoint = {await boiler.setpoint():g} "
+        f"(Double, as the node declares); reported back: setpoint = {_actual(twin, 'setpoint')}"
+    )
+
+
 async def _register_is(thermostat: Thermostat, value: float) -> bool:
     return abs(await thermostat.setpoint() - value) < 0.05
 
@@ -384,11 +460,7 @@ async def _publish_as_app(
 async def _bad_input(say: _Narrator, app: _App) -> None:
     say.step("Bad input gets a clear answer on the result topic, and the edge keeps serving")
     event_id = "demo-bad-value"
-    body = {
-        "event_id": event_id,
-        "timestamp": now_ms(),
-        "twin": {"setpoint": {"expected": {"value": "warm"}}},
-    }
+    body = _update(event_id, "setpoint", "warm")
     await app.client.publish(app.topic(TopicKind.TWIN_UPDATE), json.dumps(body))
     say.json("sent    ", body)
     say.json(

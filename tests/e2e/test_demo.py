@@ -52,6 +52,10 @@ async def test_demo_drives_the_thermostat_and_reports_back(kube: str, tmp_path: 
     assert "the mapper wrote holding register 0 = 245" in output
     assert "setpoint       24.5                  24.5" in output
     assert "heating = true" in output
+    # The OPC-UA boiler: reported by subscription, desired setpoint written to its node and read back.
+    assert "opcua mapper: learnt default/boiler-01" in output
+    assert "the mapper wrote ns=2;s=Boiler.Setpoint = 75" in output
+    assert "reported back: setpoint = 75" in output
     # A bad value is answered with the reason on the result topic.
     assert '"code":400,"reason":"property \'setpoint\': value \'warm\' is not a float"' in output
     # The twin's state is in the SQLite file the demo kept.

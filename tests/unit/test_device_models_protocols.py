@@ -386,8 +386,8 @@ def test_opcua_defaults_to_no_security() -> None:
             "securityMode: 'None' must be Sign or SignAndEncrypt with securityPolicy Basic256Sha256",
         ),
         (
-            {"url": "opc.tcp://h", "securityPolicy": "Basic256Sha256", "securityMode": "Sign"},
-            "certificate: is required with a security policy",
+            {"url": "opc.tcp://h", "privateKey": "/etc/edgetwin/client.pem"},
+            "certificate: is required with privateKey",
         ),
         (
             {"url": "opc.tcp://h", "securityPolicy": "Basic512"},
