@@ -5,7 +5,6 @@ from mappers.modbus.driver import PROTOCOL_NAME, ModbusDriver, ModbusProtocol
 from mappers.modbus.errors import (
     ModbusExceptionError,
     ValueDecodeError,
-    ValueEncodeError,
 )
 from mappers.modbus.link import LinkSettings
 from mappers.modbus.planner import DEFAULT_BIT_GAP, DEFAULT_REGISTER_GAP, Block, Span, plan_reads
@@ -23,6 +22,5 @@ __all__ = [
     "ModbusValue",
     "Span",
     "ValueDecodeError",
-    "ValueEncodeError",
     "plan_reads",
 ]

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 
 from device_models import ModbusDataType, ModbusRegister, ModbusVisitorConfig, PropertyType
-from mappers.modbus.errors import ValueDecodeError, ValueEncodeError
+from mappers.modbus.errors import ValueDecodeError
+from mappers.sdk.errors import ValueEncodeError
 
 ModbusValue = int | float | bool | str | bytes
 """What a property decodes to; the SDK turns it into the twin's string form."""

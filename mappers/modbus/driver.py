@@ -14,7 +14,7 @@ from typing import Any
 
 from device_models import ModbusProtocolConfig, ModbusRegister, ModbusVisitorConfig, ModelValidationError
 from mappers.modbus.codec import Encoding
-from mappers.modbus.errors import ModbusExceptionError, ValueDecodeError, ValueEncodeError
+from mappers.modbus.errors import ModbusExceptionError, ValueDecodeError
 from mappers.modbus.link import LinkSettings, ModbusLink, link_key
 from mappers.modbus.planner import DEFAULT_BIT_GAP, DEFAULT_REGISTER_GAP, Block, Span, plan_reads
 from mappers.sdk import (
@@ -28,6 +28,7 @@ from mappers.sdk import (
     ValueRefusedError,
     config_error,
 )
+from mappers.sdk.errors import ValueEncodeError
 
 PROTOCOL_NAME = "modbus"
 _ILLEGAL_DATA_ADDRESS = 2

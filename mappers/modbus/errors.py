@@ -18,15 +18,6 @@ EXCEPTION_NAMES = {
 }
 
 
-class ValueEncodeError(MapperError):
-    """A value does not fit the property's registers (type, width after scaling, string length)."""
-
-    def __init__(self, value: object, reason: str) -> None:
-        self.value = value
-        self.reason = reason
-        super().__init__(f"{value!r}: {reason}")
-
-
 class ValueDecodeError(MapperError):
     """Register contents that do not form a value of the property's type (e.g. invalid UTF-8)."""
 

@@ -16,7 +16,6 @@ from mappers.opcua.errors import (
     CertificateError,
     OpcUaStatusError,
     ValueDecodeError,
-    ValueEncodeError,
     WriteRefusedError,
 )
 from mappers.opcua.session import SessionOptions, open_session, quiet_asyncua
@@ -32,7 +31,6 @@ __all__ = [
     "OpcUaStatusError",
     "SessionOptions",
     "ValueDecodeError",
-    "ValueEncodeError",
     "VariableRow",
     "WriteRefusedError",
     "browse_endpoint",

@@ -20,8 +20,9 @@ from typing import Any
 
 from asyncua import ua
 
-from mappers.opcua.errors import ValueDecodeError, ValueEncodeError
+from mappers.opcua.errors import ValueDecodeError
 from mappers.sdk import DeviceValue
+from mappers.sdk.errors import ValueEncodeError
 
 INTEGER_RANGES: dict[ua.VariantType, tuple[int, int]] = {
     ua.VariantType.SByte: (-(2**7), 2**7 - 1),

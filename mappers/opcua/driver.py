@@ -41,7 +41,6 @@ from mappers.opcua.codec import decode, encode
 from mappers.opcua.errors import (
     OpcUaStatusError,
     ValueDecodeError,
-    ValueEncodeError,
     WriteRefusedError,
 )
 from mappers.opcua.nodes import NodeInfo, NodeResolver
@@ -57,6 +56,7 @@ from mappers.sdk import (
     PushReceiver,
     Reading,
     RequestRecorder,
+    ValueEncodeError,
     ValueRefusedError,
 )
 

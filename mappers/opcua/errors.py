@@ -16,15 +16,6 @@ class CertificateError(MapperError):
         super().__init__(f"{path}: {reason}")
 
 
-class ValueEncodeError(MapperError):
-    """A twin value that the node's data type cannot hold (type, range)."""
-
-    def __init__(self, value: object, reason: str) -> None:
-        self.value = value
-        self.reason = reason
-        super().__init__(f"{value!r}: {reason}")
-
-
 class ValueDecodeError(MapperError):
     """A node value that a twin cannot hold: an array, a null, a structure or another non-scalar type."""
 

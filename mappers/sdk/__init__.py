@@ -31,6 +31,7 @@ from mappers.sdk.errors import (
     MapperConfigError,
     MapperError,
     PropertyError,
+    ValueEncodeError,
     ValueRefusedError,
 )
 from mappers.sdk.mapper import Mapper
@@ -65,6 +66,7 @@ __all__ = [
     "RequestRecorder",
     "Row",
     "SubscribingDriver",
+    "ValueEncodeError",
     "ValueRefusedError",
     "config_error",
     "device_config",

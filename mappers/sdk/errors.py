@@ -75,3 +75,15 @@ class ValueRefusedError(PropertyError):
         super().__init__(device, property, f"value {value!r} refused: {reason}")
         self.value = value
         self.reason = reason
+
+
+class ValueEncodeError(MapperError):
+    """A value the device's representation cannot hold (type, width after scaling, range, length).
+
+    Raised by a protocol's codec; the driver turns it into a refusal naming the property.
+    """
+
+    def __init__(self, value: object, reason: str) -> None:
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{value!r}: {reason}")

@@ -22,7 +22,7 @@ from device_models import (
     parse_visitor_config,
 )
 from mappers.modbus.codec import Encoding
-from mappers.modbus.errors import ValueEncodeError
+from mappers.sdk import ValueEncodeError
 
 # (dataType, limit) pairs KubeEdge users and edgetwin's explicit types write, with the raw type they mean.
 LAYOUTS = [

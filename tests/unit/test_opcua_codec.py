@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from device_models import ModelProperty, OpcUaVisitorConfig, PropertyType
-from mappers.opcua import ValueDecodeError, ValueEncodeError, decode, encode
-from mappers.sdk import DeviceValue, PropertyConfig, format_reported
+from mappers.opcua import ValueDecodeError, decode, encode
+from mappers.sdk import DeviceValue, PropertyConfig, ValueEncodeError, format_reported
 
 MOMENT = datetime.datetime(2024, 5, 6, 7, 8, 9, 500000, tzinfo=datetime.UTC)
 
