@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import ssl
 import uuid
 from collections import deque
@@ -38,6 +37,7 @@ from typing import Self, cast
 
 from prometheus_client import CollectorRegistry
 
+from eventbus.backoff import Backoff, BackoffPolicy
 from eventbus.errors import (
     EventBusClosedError,
     EventBusConnectionError,
@@ -685,7 +685,9 @@ class MqttClient:
     # ------------------------------------------------------------------ connection supervision
 
     async def _supervise(self) -> None:
-        attempt = 0
+        backoff = Backoff(
+            BackoffPolicy(minimum=self.settings.reconnect_min, maximum=self.settings.reconnect_max)
+        )
         while True:
             try:
                 await self._connect_once()
@@ -716,7 +718,7 @@ class MqttClient:
                 log.exception("mqtt connection attempt crashed client=%s url=%s", self.client_id, self._url)
                 await self._close_connection()
             else:
-                attempt = 0
+                backoff.reset()
                 await self._lost.wait()
                 log.warning(
                     "mqtt connection lost client=%s url=%s reason=%s",
@@ -724,9 +726,7 @@ class MqttClient:
                     self._url,
                     self._last_error,
                 )
-            delay = min(self.settings.reconnect_max, self.settings.reconnect_min * 2**attempt)
-            attempt = min(attempt + 1, 32)
-            await asyncio.sleep(random.uniform(delay / 2, delay))
+            await asyncio.sleep(backoff.next_delay())
 
     async def _open(
         self, on_packet: Callable[[_Connection, Packet], None], *, clean_session: bool
