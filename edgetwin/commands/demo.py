@@ -39,7 +39,7 @@ def demo(
         LogLevel.WARNING
     ),
 ) -> None:
-    """Run cloud API + edgecore + mosquitto + a Modbus mapper against a simulated thermostat, narrated."""
+    """Run a Kubernetes API, edgecore, mosquitto and the Modbus and OPC-UA mappers on simulated devices."""
     # The demo pulls in the kubernetes client, edgecore and rich: imported only when it runs.
     from rich.console import Console
 
