@@ -9,6 +9,8 @@ so a broker started on one event loop can be stopped from another (a session-wid
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -21,6 +23,8 @@ from typing import IO, Self
 
 from eventbus.errors import BrokerNotInstalledError, BrokerStartError
 from eventbus.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BrokerTls", "MosquittoBroker", "find_program"]
 
@@ -97,6 +101,11 @@ class MosquittoBroker:
         return self.workdir / "mosquitto.conf"
 
     @property
+    def pid_file(self) -> Path:
+        """The broker's pid, so that a restarted owner can stop a broker that its killed predecessor left."""
+        return self.workdir / "mosquitto.pid"
+
+    @property
     def log_file(self) -> Path:
         """mosquitto's log (stdout and stderr), appended to across restarts."""
         return self.workdir / "mosquitto.log"
@@ -134,6 +143,7 @@ class MosquittoBroker:
             return
         binary = find_program("mosquitto")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        await self._stop_leftover()
         if self.users:
             await self._write_passwords(self.users)
         self.config_file.write_text(self._config())
@@ -144,7 +154,11 @@ class MosquittoBroker:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C in the owner's terminal must not stop the broker before the owner
+            # has stopped the modules that use it.
+            start_new_session=True,
         )
+        self.pid_file.write_text(f"{self._process.pid}\n")
         try:
             await self._wait_ready(self._process)
         except BaseException:
@@ -154,6 +168,8 @@ class MosquittoBroker:
     async def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; idempotent."""
         process, self._process = self._process, None
+        if process is not None:
+            self.pid_file.unlink(missing_ok=True)
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)
             if not await _exited(process, timeout):
@@ -198,6 +214,9 @@ class MosquittoBroker:
         lines += [
             f"persistence {'true' if self.persistence else 'false'}",
             f"persistence_location {self.workdir}/",
+            # Clients keep MQTT 3.1.1 sessions (clean_session false); one that crashed must not hold its
+            # session and queued messages forever.
+            "persistent_client_expiration 1h",
             "log_dest stderr",
             "log_type error",
             "log_type warning",
@@ -235,6 +254,23 @@ class MosquittoBroker:
             log.seek(self._log_offset)
             return b" running" in log.read()
 
+    async def _stop_leftover(self) -> None:
+        """Stop a broker on this configuration that a previous owner (killed with SIGKILL) left running."""
+        pid = _leftover(self.pid_file, self.config_file)
+        if pid is None:
+            return
+        log.warning("stopping the mosquitto (pid %d) a previous owner left running in %s", pid, self.workdir)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        for _ in range(250):
+            if not process_running(pid):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+
     async def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
@@ -270,3 +306,23 @@ async def _exited(process: subprocess.Popen[bytes], timeout: float) -> bool:
             return False
         await asyncio.sleep(_POLL)
     return True
+
+
+def _leftover(pid_file: Path, config_file: Path) -> int | None:
+    """The pid in ``pid_file`` if that process is still a mosquitto running ``config_file``."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    # A reused pid belongs to another program: leave it alone.
+    return pid if str(config_file).encode() in cmdline and process_running(pid) else None
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` exists and has not exited (a zombie waiting to be reaped counts as exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

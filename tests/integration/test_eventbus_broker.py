@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
 
-from edgetwin.testing import free_port
+from edgetwin.testing import free_port, wait_for
 from edgetwin.testing.mosquitto import MqttProbe
 from eventbus import BrokerNotInstalledError, BrokerStartError, MosquittoBroker, find_program
+from eventbus.broker import process_running
 from tests.fixtures.mqtt import BrokerFactory
 
 
@@ -67,3 +70,34 @@ async def test_persistence_keeps_retained_messages_across_restart(mosquitto_fact
         reader.subscribe("state/#")
         message = reader.wait_message("state/thermostat")
     assert (message.text, message.retain) == ("21.5", True)
+
+
+async def test_a_broker_left_by_a_killed_owner_is_replaced(tmp_path: Path) -> None:
+    """edgecore killed with SIGKILL leaves its mosquitto running; the next start must not fail on the port."""
+    port = free_port()
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from eventbus import MosquittoBroker\n"
+        "async def main():\n"
+        f"    broker = MosquittoBroker({port}, workdir=Path({str(tmp_path)!r}))\n"
+        "    await broker.start()\n"
+        "    print(broker.pid, flush=True)\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())\n",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert owner.stdout is not None
+    orphan = int(await asyncio.wait_for(owner.stdout.readline(), 10))
+    owner.kill()
+    await owner.wait()
+    assert process_running(orphan)  # the owner is gone, its broker is not
+
+    async with MosquittoBroker(port, workdir=tmp_path) as broker:
+        assert broker.pid != orphan
+        await wait_for(lambda: not process_running(orphan), what="the orphan to exit")
+        with MqttProbe(broker.url) as probe:
+            probe.subscribe("ping")
+    assert not broker.pid_file.exists()
