@@ -9,13 +9,9 @@ setpoint, and the pressure follows the temperature. A subscribed mapper sees eve
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from types import TracebackType
-from typing import Self
-
 from asyncua import ua
 
+from edgetwin.demo.plant import Plant
 from edgetwin.testing.opcua import OpcUaSimulator, Variable
 
 SETPOINT_RANGE = (30.0, 90.0)
@@ -27,7 +23,7 @@ def pressure_at(temperature: float) -> float:
     return round(1.0 + max(temperature - 20.0, 0.0) * 0.02, 3)
 
 
-class Boiler:
+class Boiler(Plant):
     """Run with ``async with Boiler(port) as boiler:``; ``tick`` is the physics period in seconds."""
 
     def __init__(
@@ -46,30 +42,20 @@ class Boiler:
             Variable("Setpoint", ua.VariantType.Double, setpoint, minimum=low, maximum=high),
         ]
         self.simulator = OpcUaSimulator(variables, port=port, object_name="Boiler", path="edgetwin/boiler")
-        self._tick = tick
         self._approach = approach
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(tick)
 
     @property
     def url(self) -> str:
         """The boiler's OPC-UA endpoint (a Device's ``url``)."""
         return self.simulator.url
 
-    async def __aenter__(self) -> Self:
+    async def serve(self) -> None:
+        """Start the OPC-UA server."""
         await self.simulator.start()
-        self._task = asyncio.create_task(self._physics(), name="demo-boiler")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def shutdown(self) -> None:
+        """Stop the OPC-UA server."""
         await self.simulator.stop()
 
     async def temperature(self) -> float:
@@ -84,13 +70,12 @@ class Boiler:
         """The setpoint, °C."""
         return float(await self.simulator.get("Setpoint"))
 
-    async def _physics(self) -> None:
-        while True:
-            await asyncio.sleep(self._tick)
-            temperature, setpoint = await self.temperature(), await self.setpoint()
-            gap = setpoint - temperature
-            # Within a tenth of a degree counts as there: the reading settles, as a real one would.
-            moved = setpoint if abs(gap) < 0.1 else round(temperature + gap * self._approach, 2)
-            if moved != temperature:
-                await self.simulator.set("Temperature", moved)
-                await self.simulator.set("Pressure", pressure_at(moved))
+    async def step(self) -> None:
+        """Close a fraction of the gap to the setpoint; the pressure follows the temperature."""
+        temperature, setpoint = await self.temperature(), await self.setpoint()
+        gap = setpoint - temperature
+        # Within a tenth of a degree counts as there: the reading settles, as a real one would.
+        moved = setpoint if abs(gap) < 0.1 else round(temperature + gap * self._approach, 2)
+        if moved != temperature:
+            await self.simulator.set("Temperature", moved)
+            await self.simulator.set("Pressure", pressure_at(moved))

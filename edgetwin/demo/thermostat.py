@@ -8,11 +8,7 @@ temperature follows.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from types import TracebackType
-from typing import Self
-
+from edgetwin.demo.plant import Plant
 from edgetwin.testing.modbus import ModbusTcpSimulator
 
 SLAVE = 1
@@ -21,33 +17,23 @@ HEAT_STEP = 3  # tenths of a degree per tick while heating
 COOL_STEP = 1  # tenths of a degree per tick while the relay is off
 
 
-class Thermostat:
+class Thermostat(Plant):
     """Run with ``async with Thermostat(port) as device:``; ``tick`` is the physics period in seconds."""
 
     def __init__(self, port: int, *, temperature: float = 19.0, setpoint: float = 21.5, tick: float = 0.2):
         self.simulator = ModbusTcpSimulator((SLAVE,), port=port)
         self._initial = (round(temperature * 10), round(setpoint * 10))
-        self._tick = tick
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(tick)
 
-    async def __aenter__(self) -> Self:
+    async def serve(self) -> None:
+        """Start the Modbus server with the initial temperature and setpoint."""
         await self.simulator.start()
         temperature, setpoint = self._initial
         await self.simulator.set_inputs(SLAVE, 0, [temperature])
         await self.simulator.set_holding(SLAVE, 0, [setpoint])
-        self._task = asyncio.create_task(self._physics(), name="demo-thermostat")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+    async def shutdown(self) -> None:
+        """Stop the Modbus server."""
         await self.simulator.stop()
 
     async def setpoint(self) -> float:
@@ -58,16 +44,15 @@ class Thermostat:
         """The temperature register, in degrees."""
         return (await self.simulator.get_inputs(SLAVE, 0))[0] / 10
 
-    async def _physics(self) -> None:
-        while True:
-            await asyncio.sleep(self._tick)
-            temperature = (await self.simulator.get_inputs(SLAVE, 0))[0]
-            setpoint = (await self.simulator.get_holding(SLAVE, 0))[0]
-            heating = (await self.simulator.get_coils(SLAVE, 0))[0]
-            if temperature < setpoint - HYSTERESIS:
-                heating = True
-            elif temperature > setpoint + HYSTERESIS:
-                heating = False
-            temperature += HEAT_STEP if heating else -COOL_STEP
-            await self.simulator.set_coils(SLAVE, 0, [heating])
-            await self.simulator.set_inputs(SLAVE, 0, [max(temperature, 0)])
+    async def step(self) -> None:
+        """Switch the relay around the setpoint and move the temperature one step."""
+        temperature = (await self.simulator.get_inputs(SLAVE, 0))[0]
+        setpoint = (await self.simulator.get_holding(SLAVE, 0))[0]
+        heating = (await self.simulator.get_coils(SLAVE, 0))[0]
+        if temperature < setpoint - HYSTERESIS:
+            heating = True
+        elif temperature > setpoint + HYSTERESIS:
+            heating = False
+        temperature += HEAT_STEP if heating else -COOL_STEP
+        await self.simulator.set_coils(SLAVE, 0, [heating])
+        await self.simulator.set_inputs(SLAVE, 0, [max(temperature, 0)])
