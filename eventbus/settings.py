@@ -63,9 +63,8 @@ class BrokerSettings:
     ``ca_file`` verifies the broker (else the system CAs), ``cert_file`` + ``key_file`` authenticate the
     client (mutual TLS); all three need an ``ssl://`` URL. ``max_inflight`` bounds the QoS 1 messages handed
     to the connection and not yet acknowledged: :meth:`MqttClient.publish` waits while the window is full.
-    Reconnects back off from ``reconnect_min`` to ``reconnect_max`` seconds, with jitter. ``session_expiry``
-    is not used: the client speaks MQTT 3.1.1, whose broker keeps a session until the client ends it (see
-    :mod:`eventbus.client`); MQTT 5's expiry would need the v5 protocol back.
+    Reconnects back off from ``reconnect_min`` to ``reconnect_max`` seconds, with jitter. Sessions are MQTT
+    3.1.1's: the broker keeps one until the client ends it or the broker's expiry runs out.
     """
 
     url: str = "tcp://127.0.0.1:1883"
@@ -78,7 +77,6 @@ class BrokerSettings:
     max_inflight: int = 100
     reconnect_min: float = 0.5
     reconnect_max: float = 30.0
-    session_expiry: float = 300.0
 
     def __post_init__(self) -> None:
         address = parse_broker_url(self.url)
@@ -100,8 +98,6 @@ class BrokerSettings:
                 self.reconnect_min,
                 f"must be > 0 and <= reconnect_max ({self.reconnect_max})",
             )
-        if self.session_expiry < 0:
-            raise EventBusConfigError("session_expiry", self.session_expiry, "must not be negative")
 
     @property
     def address(self) -> BrokerAddress:

@@ -68,7 +68,6 @@ def test_password_never_in_repr() -> None:
         ({"keepalive": 0}, "keepalive"),
         ({"max_inflight": 0}, "max_inflight"),
         ({"reconnect_min": 5, "reconnect_max": 1}, "reconnect_min"),
-        ({"session_expiry": -1}, "session_expiry"),
     ],
 )
 def test_invalid_settings_name_the_field(fields: dict[str, object], bad_field: str) -> None:
