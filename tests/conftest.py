@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.modbus",
     "tests.fixtures.kube",
     "tests.fixtures.opcua",
+    "tests.fixtures.ble",
 ]

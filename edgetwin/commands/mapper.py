@@ -250,3 +250,77 @@ async def _run_until(mapper: Mapper, stopping: asyncio.Event) -> None:
         await stopping.wait()
     finally:
         await mapper.stop()
+
+
+ble_app = typer.Typer(
+    name="ble",
+    help="Bluetooth Low Energy devices (bleak on BlueZ): run the mapper, or scan and list a device's GATT.",
+    invoke_without_command=True,
+)
+app.add_typer(ble_app)
+ADAPTER = typer.Option("hci0", "--adapter", help="BlueZ adapter to use.")
+
+
+@ble_app.callback()
+def ble(
+    ctx: typer.Context,
+    broker: str = BROKER,
+    node: str | None = NODE,
+    devices: Path | None = DEVICES,
+    metrics: str | None = METRICS,
+    once: bool = ONCE,
+    push_data: bool = PUSH_DATA,
+    adapter: str = ADAPTER,
+    timeout: float = typer.Option(5.0, "--timeout", min=0.01, help="Seconds to wait for a read or write."),
+    scan_timeout: float = typer.Option(
+        10.0, "--scan-timeout", min=0.1, help="Seconds a scan looks for a device not found yet."
+    ),
+    max_connecting: int = typer.Option(
+        2, "--max-connecting", min=1, help="Devices being found or connected at once (adapters handle few)."
+    ),
+    log_level: LogLevel = LOG_LEVEL,
+) -> None:
+    """BLE devices (bleak): notifications where characteristics notify, reads on collectCycle otherwise."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mappers.ble import BleProtocol, BleSettings
+
+    settings = BleSettings(
+        adapter=adapter, timeout=timeout, scan_timeout=scan_timeout, max_connecting=max_connecting
+    )
+    plugin = BleProtocol(settings)
+    run_mapper(plugin, broker, node, devices, metrics, once=once, push_data=push_data, log_level=log_level)
+
+
+@ble_app.command("scan")
+def ble_scan(
+    adapter: str = ADAPTER,
+    timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="Seconds to scan."),
+) -> None:
+    """List the devices around: address, name, RSSI and advertised services."""
+    from mappers.ble import BleSettings, scan_table
+    from mappers.sdk import MapperError
+
+    try:
+        lines = run(scan_table(BleSettings(adapter=adapter), timeout))
+    except MapperError as exc:
+        _fail(str(exc), code=1)
+    typer.echo("\n".join(lines))
+
+
+@ble_app.command("gatt")
+def ble_gatt(
+    address: str = typer.Argument(..., help="The device's MAC address, e.g. A4:C1:38:0D:7E:21."),
+    adapter: str = ADAPTER,
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to find and connect the device."),
+) -> None:
+    """Connect to a device and list its services and characteristics with their properties."""
+    from mappers.ble import BleSettings, gatt_table
+    from mappers.sdk import MapperError
+
+    settings = BleSettings(adapter=adapter, scan_timeout=timeout, connect_timeout=timeout)
+    try:
+        lines = run(gatt_table(address.upper(), settings))
+    except MapperError as exc:
+        _fail(str(exc), code=1)
+    typer.echo("\n".join(lines))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from edgetwin.testing.ble import missing
 from edgetwin.testing.kubeapi import real_backend_available
 
 EDGETWIN = Path(sys.executable).with_name("edgetwin")
@@ -56,6 +57,14 @@ async def test_demo_drives_the_thermostat_and_reports_back(kube: str, tmp_path: 
     assert "opcua mapper: learnt default/boiler-01" in output
     assert "the mapper wrote ns=2;s=Boiler.Setpoint = 75" in output
     assert "reported back: setpoint = 75" in output
+    # The BLE thermometer on the emulated BlueZ, or one line saying why that part was skipped.
+    if missing() is None:
+        assert "ble mapper: learnt default/ble-thermometer-01, found A4:C1:38:0D:7E:21" in output
+        assert "twin/get: temperature = 21.5" in output
+        assert "twin actual temperature = 23.4 at once" in output
+        assert "reported back: led = ON" in output
+    else:
+        assert f"BLE part skipped: {missing()}" in output
     # A bad value is answered with the reason on the result topic.
     assert '"code":400,"reason":"property \'setpoint\': value \'warm\' is not a float"' in output
     # The twin's state is in the SQLite file the demo kept.
