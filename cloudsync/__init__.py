@@ -1,6 +1,40 @@
 """The edge-cloud link: beehive message model, CloudHub / EdgeHub, join and certificates."""
 
-from cloudsync.errors import CloudSyncError, MessageFormatError
+from cloudsync.acks import CLOUD_LINK_SOURCE, EDGE_LINK_SOURCE, AckStore, MemoryAckStore
+from cloudsync.bootstrap import (
+    CertificateRotator,
+    JoinedCredentials,
+    cert_server_url,
+    fetch_ca,
+    join,
+    request_node_certificate,
+    write_credentials,
+)
+from cloudsync.certserver import CertServer
+from cloudsync.cloudhub import CloudHub, CloudHubSettings, HubListener, HubSession
+from cloudsync.cloudlink import CloudLink, CloudLinkHandler
+from cloudsync.edgehub import DEFAULT_PROJECT_ID, EdgeHub, EdgeHubListener, EdgeHubSettings, keepalive
+from cloudsync.edgelink import EdgeLink, EdgeLinkHandler
+from cloudsync.errors import (
+    CaHashMismatchError,
+    CertificateError,
+    CertificateFormatError,
+    CertificateRequestError,
+    CertServerError,
+    CloudSyncError,
+    CsrRejectedError,
+    HubServeError,
+    LinkClosedError,
+    LinkConnectionError,
+    LinkError,
+    LinkRefusedError,
+    MessageFormatError,
+    NodeIdentityError,
+    OutboxError,
+    TokenError,
+    TokenExpiredError,
+    TokenInvalidError,
+)
 from cloudsync.message import (
     MAX_FRAME,
     Group,
@@ -12,23 +46,90 @@ from cloudsync.message import (
     Route,
     decode,
     encode,
+    resource_type,
     strip_node,
     with_node,
 )
+from cloudsync.metrics import LinkMetrics
+from cloudsync.outbox import Outbox, OutboxContents
+from cloudsync.pki import (
+    CertificateAuthority,
+    client_ssl_context,
+    client_ssl_context_from_files,
+    make_node_csr,
+    node_name_of,
+    server_ssl_context,
+)
+from cloudsync.token import TokenAuthority, split_token
+from cloudsync.versions import is_newer
 
 __all__ = [
+    "CLOUD_LINK_SOURCE",
+    "DEFAULT_PROJECT_ID",
+    "EDGE_LINK_SOURCE",
     "MAX_FRAME",
+    "AckStore",
+    "CaHashMismatchError",
+    "CertServer",
+    "CertServerError",
+    "CertificateAuthority",
+    "CertificateError",
+    "CertificateFormatError",
+    "CertificateRequestError",
+    "CertificateRotator",
+    "CloudHub",
+    "CloudHubSettings",
+    "CloudLink",
+    "CloudLinkHandler",
     "CloudSyncError",
+    "CsrRejectedError",
+    "EdgeHub",
+    "EdgeHubListener",
+    "EdgeHubSettings",
+    "EdgeLink",
+    "EdgeLinkHandler",
     "Group",
     "Header",
+    "HubListener",
+    "HubServeError",
+    "HubSession",
+    "JoinedCredentials",
+    "LinkClosedError",
+    "LinkConnectionError",
+    "LinkError",
+    "LinkMetrics",
+    "LinkRefusedError",
+    "MemoryAckStore",
     "Message",
     "MessageFormatError",
+    "NodeIdentityError",
     "ObjectRef",
     "Operation",
+    "Outbox",
+    "OutboxContents",
+    "OutboxError",
     "ResourceType",
     "Route",
+    "TokenAuthority",
+    "TokenError",
+    "TokenExpiredError",
+    "TokenInvalidError",
+    "cert_server_url",
+    "client_ssl_context",
+    "client_ssl_context_from_files",
     "decode",
     "encode",
+    "fetch_ca",
+    "is_newer",
+    "join",
+    "keepalive",
+    "make_node_csr",
+    "node_name_of",
+    "request_node_certificate",
+    "resource_type",
+    "server_ssl_context",
+    "split_token",
     "strip_node",
     "with_node",
+    "write_credentials",
 ]

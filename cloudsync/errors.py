@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from device_models import EdgetwinError
 
 
@@ -25,7 +27,10 @@ class TokenExpiredError(TokenError):
     """The token's ``exp`` has passed (``expired_at``, Unix seconds, when known)."""
 
     def __init__(self, expired_at: int | None = None) -> None:
-        super().__init__("the token has expired: get a new one with `edgetwin gettoken`")
+        when = ""
+        if expired_at is not None:
+            when = " at " + datetime.datetime.fromtimestamp(expired_at, datetime.UTC).isoformat()
+        super().__init__(f"the token expired{when}: get a new one with `edgetwin gettoken`")
         self.expired_at = expired_at
 
 
@@ -98,5 +103,96 @@ class CertServerError(CloudSyncError):
 
     def __init__(self, address: str, reason: str) -> None:
         super().__init__(f"cannot serve certificates on {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class LinkError(CloudSyncError):
+    """Base class of the errors of the CloudHub / EdgeHub link and its reliable delivery."""
+
+
+class LinkRefusedError(LinkError):
+    """The CloudHub at ``url`` refused the edge's handshake with HTTP ``status`` and ``reason``.
+
+    A refused certificate may be cured by a rotated one, so the edge keeps retrying with backoff.
+    """
+
+    def __init__(self, url: str, status: int, reason: str) -> None:
+        super().__init__(f"CloudHub {url} refused the connection ({status}): {reason}")
+        self.url = url
+        self.status = status
+        self.reason = reason
+
+
+class LinkConnectionError(LinkError):
+    """The CloudHub at ``url`` could not be reached, the TLS handshake failed, or the session was lost."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"CloudHub {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class LinkClosedError(LinkError):
+    """The link is not running (not started, or stopped): ``operation`` cannot be carried out."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(f"the cloud link is not running: cannot {operation}")
+        self.operation = operation
+
+
+class OutboxError(LinkError):
+    """The edge's SQLite outbox at ``path`` failed: ``reason``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cloud link outbox {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class HubServeError(LinkError):
+    """The CloudHub cannot serve on ``address``: ``reason`` (a port taken, an address not local)."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"CloudHub cannot serve on {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+
+class TunnelError(LinkError):
+    """Base class of the errors of the stream tunnel (``kubectl logs`` / ``exec`` to edge nodes)."""
+
+
+class TunnelFrameError(TunnelError):
+    """A tunnel frame or the request it carries cannot be read: ``reason`` (the frame is dropped)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid tunnel frame: {reason}")
+        self.reason = reason
+
+
+class TunnelUnavailableError(TunnelError):
+    """Node ``node`` has no stream tunnel to the cloud (not connected, ``edgeStream`` off): ``reason``."""
+
+    def __init__(self, node: str, reason: str) -> None:
+        super().__init__(f"no stream tunnel to node {node}: {reason}")
+        self.node = node
+        self.reason = reason
+
+
+class StreamRejectedError(TunnelError):
+    """The edge refused a logs / exec session with HTTP ``code`` (404: no such container): ``reason``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"stream refused ({code}): {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class TunnelServeError(TunnelError):
+    """The stream tunnel server cannot serve on ``address``: ``reason``."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__(f"stream tunnel cannot serve on {address}: {reason}")
         self.address = address
         self.reason = reason

@@ -35,6 +35,7 @@ __all__ = [
     "Route",
     "decode",
     "encode",
+    "resource_type",
     "strip_node",
     "with_node",
 ]
@@ -229,6 +230,12 @@ class ObjectRef:
         if len(parts) != 3 or not parts[1] or not parts[2]:
             raise MessageFormatError(f"resource {resource!r} is not <namespace>/<type>/<name>")
         return cls(*parts)
+
+
+def resource_type(resource: str) -> str | None:
+    """The type of an object resource ``<ns>/<type>/<name>``; ``None`` for any other resource string."""
+    parts = resource.split("/")
+    return parts[1] if len(parts) == 3 and parts[1] and parts[2] else None
 
 
 def with_node(node: str, resource: str) -> str:

@@ -14,13 +14,30 @@ from edgecore.errors import (
     DevicesDirError,
     EdgeCoreConfigError,
     EdgeCoreError,
-    ModuleFailedError,
+    MetaMessageError,
+    MetaRevisionGoneError,
+    MetaSelectorError,
+    MetaServerError,
+    MetaStoreError,
 )
+from edgecore.metamanager import (
+    CLUSTER_SCOPED_TYPES,
+    META_TYPES,
+    EventType,
+    MetaEvent,
+    MetaManager,
+    Subscription,
+    revision_token,
+)
+from edgecore.metaserver import MetaServer, Selector
 from edgecore.modules import BrokerExitedError, UploadSink
+from edgecore.nodeinfo import EDGE_TAINT, NodeInfo, kubelet_version
 from edgecore.subtopics import InvalidTopicError, SubTopicStoreError, check_topic_filter
-from edgecore.supervisor import Module, ModuleState, ModuleStatus, Supervisor
 
 __all__ = [
+    "CLUSTER_SCOPED_TYPES",
+    "EDGE_TAINT",
+    "META_TYPES",
     "BrokerExitedError",
     "ConfigIssue",
     "DevicesDirError",
@@ -28,20 +45,29 @@ __all__ = [
     "EdgeCoreConfig",
     "EdgeCoreConfigError",
     "EdgeCoreError",
+    "EventType",
     "InvalidTopicError",
-    "Module",
-    "ModuleFailedError",
-    "ModuleState",
-    "ModuleStatus",
+    "MetaEvent",
+    "MetaManager",
+    "MetaMessageError",
+    "MetaRevisionGoneError",
+    "MetaSelectorError",
+    "MetaServer",
+    "MetaServerError",
+    "MetaStoreError",
     "MqttMode",
+    "NodeInfo",
+    "Selector",
     "SubTopicStoreError",
-    "Supervisor",
+    "Subscription",
     "UploadSink",
     "broker_settings",
     "check_topic_filter",
     "dump_config",
+    "kubelet_version",
     "load_config",
     "load_devices",
     "parse_config",
+    "revision_token",
     "twin_device",
 ]

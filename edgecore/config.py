@@ -41,6 +41,8 @@ __all__ = [
     "ModulesConfig",
     "MqttMode",
     "RestartBackoff",
+    "TailoredKubeletConfig",
+    "Taint",
     "dump_config",
     "load_config",
     "parse_config",
@@ -53,12 +55,24 @@ KIND: Final = "EdgeCore"
 
 _HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^/:\s\[\]]+):\d{1,5}$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 
 
 def _default_hostname() -> str:
     """The machine's hostname as a node name, as KubeEdge picks it (lower case, else a fixed name)."""
     name = socket.gethostname().lower()
     return name if _DNS_SUBDOMAIN.match(name) and len(name) <= 253 else "default-edge-node"
+
+
+def _check_label_key(key: str) -> str:
+    """A Kubernetes label or taint key: ``[prefix/]name``, prefix a DNS subdomain, name at most 63."""
+    prefix, _, name = key.rpartition("/")
+    if (prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix))) or (
+        len(name) > 63 or not _LABEL_NAME.match(name)
+    ):
+        raise ValueError(f"{key!r} is not a label key, e.g. node-role.kubernetes.io/edge or zone")
+    return key
 
 
 def _check_host_port(value: str) -> str:
@@ -197,13 +211,56 @@ class EdgeHubConfig(_Section):
     rotate_certificates: bool = True
 
 
+class Taint(_Section):
+    """A node taint (Kubernetes ``v1.Taint``), e.g. ``node-role.kubernetes.io/edge:NoSchedule``."""
+
+    key: str = Field(min_length=1)
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return _check_label_key(value)
+
+
+class TailoredKubeletConfig(_Section):
+    """``modules.edged.tailoredKubeletConfig``: the taints the node registers with, the CRI endpoint, and
+    the cgroup under which pods get theirs (``cgroupRoot``, as kubelet's)."""
+
+    register_with_taints: list[Taint] = Field(default_factory=list)
+    container_runtime_endpoint: str = Field("unix:///run/containerd/containerd.sock", min_length=1)
+    cgroup_root: str = Field("/edgetwin", pattern=r"^/")
+
+
 class EdgedConfig(_Section):
-    """``modules.edged``: edgetwin reads the node identity from it (``hostnameOverride``)."""
+    """``modules.edged``: the node identity (``hostnameOverride``) and what it registers with.
+
+    ``nodeLabels`` and ``tailoredKubeletConfig.registerWithTaints`` are added to the Node when cloudcore
+    creates it (``edgetwin join --labels`` / ``--with-edge-taint`` write them), as KubeEdge's edged does.
+    With ``enable: true`` Edged runs the node's pods through containerd's CRI
+    (``tailoredKubeletConfig.containerRuntimeEndpoint``); volumes and logs live under ``rootDirectory``.
+    """
 
     enable: bool = False
     hostname_override: str = Field(default_factory=_default_hostname)
     node_ip: str = Field("", alias="nodeIP")
     register_node_namespace: str = "default"
+    node_labels: dict[str, str] = Field(default_factory=dict)
+    root_directory: str = Field("/var/lib/edged", min_length=1)
+    tailored_kubelet_config: TailoredKubeletConfig = Field(default_factory=TailoredKubeletConfig)
+
+    @field_validator("node_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, label in value.items():
+            _check_label_key(key)
+            if len(label) > 63 or not _LABEL_VALUE.match(label):
+                raise ValueError(
+                    f"label {key}: {label!r} is not a label value (at most 63 letters, digits, "
+                    "'-', '_', '.', starting and ending with a letter or digit)"
+                )
+        return value
 
     @field_validator("hostname_override")
     @classmethod

@@ -1,7 +1,7 @@
 """The edge daemon in one object: ``async with EdgeCore(config, devices_dir=...) as core:``.
 
 :class:`EdgeCore` builds the modules the configuration enables (the managed mosquitto in internal mode,
-the EventBus connection, the DeviceTwin), runs them under a :class:`~edgecore.supervisor.Supervisor` and
+the EventBus connection, the DeviceTwin), runs them under a :class:`~supervision.Supervisor` and
 offers the daemon's API: health, the twin, and the extra topics (``add_sub_topic`` / ``remove_sub_topic``).
 ``edgetwin edgecore`` and ``edgetwin demo`` both run it; the command adds signals and ``/healthz``.
 """
@@ -16,15 +16,28 @@ from typing import Any, Self
 
 from prometheus_client import CollectorRegistry
 
+from cloudsync import (
+    CertificateRotator,
+    EdgeHubSettings,
+    EdgeLink,
+    Message,
+    client_ssl_context_from_files,
+)
 from device_models import TwinValidationError
 from devicetwin import CloudSink, DeviceTwin, TwinRequestError
+from edgecore.cloud import DeviceSyncModule, EdgeRouter
 from edgecore.config import EdgeCoreConfig, MqttMode
 from edgecore.devices import load_devices
+from edgecore.devicesync import LinkCloudSink
+from edgecore.edged import Edged
 from edgecore.errors import ConfigIssue, DevicesDirError, EdgeCoreConfigError, EdgeCoreError
+from edgecore.metamanager import MetaManager
+from edgecore.metaserver import MetaServer
 from edgecore.modules import DeviceTwinModule, EventBusModule, MosquittoModule, UploadSink
+from edgecore.nodeinfo import NodeInfo
 from edgecore.subtopics import SubTopicStore
-from edgecore.supervisor import Module, ModuleStatus, Supervisor
 from eventbus import BackoffPolicy, BrokerSettings, EventBusConfigError
+from supervision import Module, ModuleStatus, Supervisor
 
 __all__ = ["EdgeCore", "broker_settings"]
 
@@ -102,6 +115,26 @@ class EdgeCore:
         self._mosquitto: MosquittoModule | None = None
         self._eventbus: EventBusModule | None = None
         self._twin_module: DeviceTwinModule | None = None
+        self.meta: MetaManager | None = None
+        """The edge's object store (``modules.metaManager``), when enabled."""
+        self.link: EdgeLink | None = None
+        """The link to cloudcore (``modules.edgeHub``), when enabled."""
+        self._router: EdgeRouter | None = None
+        self.edged: Edged | None = None
+        """The pod runner (``modules.edged``), when enabled."""
+        if config.modules.meta_manager.enable:
+            self.meta = MetaManager(config.database.path, registry=self.registry)
+        if config.modules.edge_hub.enable:
+            self._router = EdgeRouter(
+                NodeInfo.from_config(config),
+                registry=self.registry,
+                meta=self.meta,
+                on_connected=self._cloud_connected,
+            )
+            self.link = _edge_link(config, self._router, self.registry)
+            self._router.link = self.link
+            if self._cloud is None:
+                self._cloud = LinkCloudSink(self.link)
         backoff = config.edgetwin.restart_backoff
         self._supervisor = Supervisor(
             self._modules(),
@@ -155,8 +188,10 @@ class EdgeCore:
         """Load the devices directory, open the database, and start the modules in order.
 
         Returns once every module runs (each retried with backoff until it does). A bad devices file or
-        setting raises at once (:class:`DevicesDirError`, :class:`~edgecore.ModuleFailedError`).
+        setting raises at once (:class:`DevicesDirError`, :class:`~supervision.ModuleFailedError`).
         """
+        if self.link is not None:
+            _check_credentials(self.config)
         if self.devices_dir is not None and self._twin_module is not None:
             self._twin_module.devices = await asyncio.to_thread(
                 load_devices, self.devices_dir, self.node_name
@@ -196,6 +231,44 @@ class EdgeCore:
                 cloud=self._cloud,
             )
             modules.append(self._twin_module)
+        if self.meta is not None:
+            modules.append(self.meta)
+            server = self.config.modules.meta_manager.meta_server
+            if server.enable:
+                modules.append(MetaServer(self.meta, server.server, registry=self.registry))
+            edged = self.config.modules.edged
+            if edged.enable:
+                self.edged = Edged(
+                    self.meta,
+                    edged.tailored_kubelet_config.container_runtime_endpoint,
+                    self.node_name,
+                    root_dir=Path(edged.root_directory),
+                    report=self._report_pod,
+                    registry=self.registry,
+                    node_ip=edged.node_ip or "127.0.0.1",
+                    cgroup_parent=edged.tailored_kubelet_config.cgroup_root,
+                )
+                modules.append(self.edged)
+        hub = self.config.modules.edge_hub
+        if self.link is not None and self._router is not None:
+            if self._twin_module is not None:
+                devices = DeviceSyncModule(
+                    self.config.database.path, lambda: self.twin, self.link, registry=self.registry
+                )
+                self._router.devices = devices
+                modules.append(devices)
+            if hub.rotate_certificates:
+                modules.append(
+                    CertificateRotator(
+                        hub.http_server.removeprefix("https://"),
+                        Path(hub.tls_ca_file),
+                        Path(hub.tls_cert_file),
+                        Path(hub.tls_private_key_file),
+                        self.node_name,
+                        registry=self.registry,
+                    )
+                )
+            modules.append(self.link)
         return modules
 
     async def stop(self) -> None:
@@ -233,6 +306,16 @@ class EdgeCore:
     ) -> None:
         await self.stop()
 
+    async def _report_pod(self, message: Message) -> None:
+        """Edged's status reports go to the cloud; without a link they are only Edged's to keep."""
+        if self.link is None:
+            return
+        await self.link.send(message)
+
+    def _cloud_connected(self) -> None:
+        if self.edged is not None:
+            self.edged.report_all()
+
     async def sub_topics(self) -> list[str]:
         """The extra topics subscribed (stored in the ``sub_topics`` table)."""
         return await self._sub_topics.topics()
@@ -251,3 +334,39 @@ class EdgeCore:
         if await self._sub_topics.remove(topic) and self._eventbus is not None:
             await self._eventbus.unsubscribe(topic)
         log.info("extra topic removed", extra={"topic": topic})
+
+
+def _edge_link(config: EdgeCoreConfig, router: EdgeRouter, registry: CollectorRegistry) -> EdgeLink:
+    hub = config.modules.edge_hub
+    settings = EdgeHubSettings(
+        server=hub.websocket.server,
+        node_name=config.node_name,
+        project_id=hub.project_id,
+        heartbeat=float(hub.heartbeat),
+        handshake_timeout=float(hub.websocket.handshake_timeout),
+    )
+    files = (Path(hub.tls_ca_file), Path(hub.tls_cert_file), Path(hub.tls_private_key_file))
+    return EdgeLink(
+        settings,
+        router,
+        database=config.database.path,
+        # Called on every connect, so a rotated certificate is used without a restart.
+        ssl_context=lambda: client_ssl_context_from_files(*files),
+        registry=registry,
+    )
+
+
+def _check_credentials(config: EdgeCoreConfig) -> None:
+    """The link cannot work without the files ``edgetwin join`` writes: say so before starting."""
+    hub = config.modules.edge_hub
+    issues = [
+        ConfigIssue(f"modules.edgeHub.{field}", path, "file not found: run `edgetwin join` first")
+        for field, path in (
+            ("tlsCaFile", hub.tls_ca_file),
+            ("tlsCertFile", hub.tls_cert_file),
+            ("tlsPrivateKeyFile", hub.tls_private_key_file),
+        )
+        if not Path(path).is_file()
+    ]
+    if issues:
+        raise EdgeCoreConfigError("", issues)

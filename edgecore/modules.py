@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -53,14 +52,19 @@ class UploadSink(Protocol):
 
 
 class MosquittoModule:
-    """The broker edgecore runs itself in internal mode (``mqttMode: 0``), on ``mqttServerInternal``."""
+    """The broker edgecore runs itself in internal mode (``mqttMode: 0``), on ``mqttServerInternal``.
+
+    ``workdir`` (its configuration, log and pid file) is the same at every start of the same edgecore, so a
+    restarted edgecore stops the broker its predecessor left running when it was killed (``kill -9``),
+    instead of failing forever on a port that broker still holds.
+    """
 
     name = "mosquitto"
 
-    def __init__(self, url: str, *, users: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, *, workdir: Path, users: dict[str, str] | None = None) -> None:
         address = parse_broker_url(url)
         self._host, self._port, self._users = address.host, address.port, users
-        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._workdir = workdir
         self._broker: MosquittoBroker | None = None
 
     @property
@@ -69,11 +73,9 @@ class MosquittoModule:
         return self._broker.pid if self._broker is not None else None
 
     async def start(self) -> None:
-        """Start mosquitto in a fresh private directory and wait until it accepts connections."""
-        self._workdir = tempfile.TemporaryDirectory(prefix="edgecore-mosquitto-")
-        self._broker = MosquittoBroker(
-            self._port, host=self._host, workdir=Path(self._workdir.name), users=self._users
-        )
+        """Start mosquitto (after stopping one a killed predecessor left) and wait until it accepts
+        connections."""
+        self._broker = MosquittoBroker(self._port, host=self._host, workdir=self._workdir, users=self._users)
         await self._broker.start()
         log.info("internal mosquitto running", extra={"url": self._broker.url, "pid": self._broker.pid})
 
@@ -87,13 +89,10 @@ class MosquittoModule:
         raise BrokerExitedError(broker.url, broker.log_tail(10))
 
     async def stop(self) -> None:
-        """Stop mosquitto and remove its directory."""
+        """Stop mosquitto (its directory stays, with the log)."""
         broker, self._broker = self._broker, None
         if broker is not None:
             await broker.stop()
-        workdir, self._workdir = self._workdir, None
-        if workdir is not None:
-            workdir.cleanup()
 
 
 class EventBusModule:

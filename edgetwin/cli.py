@@ -5,9 +5,12 @@ from __future__ import annotations
 import typer
 
 from edgetwin import __version__
-from edgetwin.commands import mapper
+from edgetwin.commands import image, mapper
+from edgetwin.commands.cloudcore import cloudcore
 from edgetwin.commands.demo import demo
 from edgetwin.commands.edgecore import edgecore
+from edgetwin.commands.gettoken import gettoken
+from edgetwin.commands.join import join
 from edgetwin.commands.validate import validate
 
 app = typer.Typer(
@@ -36,9 +39,13 @@ def _root(
 
 # Sub-commands register here, one line each (keeps this module free of logic).
 app.add_typer(mapper.app)
+app.add_typer(image.app)
 app.command("validate")(validate)
 app.command("edgecore")(edgecore)
+app.command("cloudcore")(cloudcore)
 app.command("demo")(demo)
+app.command("gettoken")(gettoken)
+app.command("join")(join)
 
 
 def main() -> None:

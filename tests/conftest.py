@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.fixtures.modbus",
     "tests.fixtures.kube",
     "tests.fixtures.opcua",
+    "tests.fixtures.containerd",
     "tests.fixtures.ble",
 ]

@@ -228,6 +228,7 @@ async def test_kubeedge_file_with_devices_dir_serves_twins_health_metrics_and_st
     assert {name: module["state"] for name, module in health["modules"].items()} == {
         "eventbus": "running",
         "devicetwin": "running",
+        "metamanager": "running",
     }
     # ONE warning lists the KubeEdge fields edgetwin does not use.
     warnings = [line for line in edgecore.output.splitlines() if "does not use" in line]

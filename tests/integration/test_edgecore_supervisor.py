@@ -8,9 +8,9 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from edgecore import ModuleFailedError, ModuleState, Supervisor
 from edgetwin.testing import wait_for
 from eventbus import BackoffPolicy
+from supervision import ModuleFailedError, ModuleState, Supervisor
 
 
 class BadSetting(Exception):

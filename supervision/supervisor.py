@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from edgecore.errors import ModuleFailedError
 from eventbus import Backoff, BackoffPolicy
+from supervision.errors import ModuleFailedError
 
 __all__ = ["Module", "ModuleState", "ModuleStatus", "Supervisor"]
 
