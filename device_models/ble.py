@@ -21,17 +21,26 @@ _BYTE_MAX = 255
 
 
 class BleProtocolConfig(ConfigModel):
-    """``spec.protocol.configData`` of a BLE device."""
+    """``spec.protocol.configData`` of a BLE device: its ``macAddress`` or, [ext], the ``deviceName`` it
+    advertises (for peripherals with a random address; the first device heard with that name is taken)."""
 
-    mac_address: str
+    mac_address: str = ""
     """The peripheral's address, e.g. A4:C1:38:0D:7E:21 (normalized to upper case with colons)."""
+    device_name: str = ""
+    """[ext] The advertised name to scan for when there is no ``macAddress``."""
 
     @field_validator("mac_address")
     @classmethod
     def _mac(cls, value: str) -> str:
-        if not _MAC.match(value):
+        if value and not _MAC.match(value):
             raise ValueError("is not a MAC address (six hex bytes like A4:C1:38:0D:7E:21)")
         return value.replace("-", ":").upper()
+
+    @model_validator(mode="after")
+    def _address_or_name(self) -> Self:
+        if not self.mac_address and not self.device_name:
+            raise ValueError("needs macAddress (or deviceName, the name the device advertises)")
+        return self
 
 
 def _to_bytes(value: object) -> object:

@@ -12,7 +12,6 @@ packages=(
     etcd-server        # storage for the real kube-apiserver, when one is present
     containerd         # Edged's container runtime
     runc
-    containernetworking-plugins  # CNI for pods not on the host network (containerd's CRI plugin)
     busybox-static     # the tiny test image for containerd
 )
 

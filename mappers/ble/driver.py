@@ -83,6 +83,9 @@ class BleDriver:
     ) -> None:
         self.device = device.id
         self.address = config.mac_address
+        """The peripheral's address (learnt by the first scan when the Device gives only a name)."""
+        self._configured_address = config.mac_address
+        self._name = config.device_name
         self._protocol = protocol
         self._settings = protocol.settings
         self._record = record_request
@@ -96,14 +99,17 @@ class BleDriver:
         async with self._protocol.connecting:
             self._protocol.attempts[self.device] += 1
             try:
-                found = await self._protocol.finder.find(self.address, self._settings.scan_timeout)
+                found = await self._protocol.finder.find(
+                    self._configured_address, self._settings.scan_timeout, name=self._name
+                )
             except AdapterError as exc:
                 raise DeviceUnreachableError(self.device, str(exc)) from exc
             if found is None:
                 raise DeviceUnreachableError(
                     self.device,
-                    f"{self.address} not found by a {self._settings.scan_timeout:g}s scan on "
-                    f"{self._settings.adapter} (out of range, off, or not advertising)",
+                    f"{self._configured_address or repr(self._name)} not found by a "
+                    f"{self._settings.scan_timeout:g}s scan on {self._settings.adapter} "
+                    "(out of range, off, or not advertising)",
                 )
             client = BleakClient(
                 found,
@@ -115,9 +121,10 @@ class BleDriver:
                 await client.connect()
             except BLE_ERRORS as exc:
                 if _gone(exc):
-                    self._protocol.finder.forget(self.address)
+                    self._protocol.finder.forget(found.address)
                 raise self._unreachable("cannot connect", exc) from exc
         self._client = client
+        self.address = found.address.upper()
         self._characteristics = {}
         for service in client.services:
             for characteristic in service.characteristics:

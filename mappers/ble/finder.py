@@ -36,13 +36,15 @@ class Advertised:
 
 
 class DeviceFinder:
-    """Scans ``adapter`` for devices and remembers them by address."""
+    """Scans ``adapter`` for devices and remembers them by address (and by name, for devices found by one)."""
 
     def __init__(self, adapter: str) -> None:
         self.adapter = adapter
         self.scans = 0
         """Scans started (for diagnostics and tests)."""
         self._known: dict[str, BLEDevice] = {}
+        self._named: dict[str, str] = {}
+        """Advertised name → the address it was found at."""
         self._lock = asyncio.Lock()
 
     def known(self, address: str) -> BLEDevice | None:
@@ -52,25 +54,34 @@ class DeviceFinder:
     def forget(self, address: str) -> None:
         """Drop a device BlueZ no longer knows; the next :meth:`find` scans for it."""
         self._known.pop(address.upper(), None)
+        self._named = {name: known for name, known in self._named.items() if known != address.upper()}
 
-    async def find(self, address: str, timeout: float) -> BLEDevice | None:
-        """The device at ``address``: remembered, or found by a scan of at most ``timeout`` seconds."""
-        address = address.upper()
+    async def find(self, address: str, timeout: float, *, name: str = "") -> BLEDevice | None:
+        """The device at ``address`` (or, without one, the first advertising ``name``): remembered, or
+        found by a scan of at most ``timeout`` seconds."""
+        address = address.upper() or self._named.get(name, "")
         if (device := self._known.get(address)) is not None:
             return device
         async with self._lock:
+            address = address or self._named.get(name, "")
             if (device := self._known.get(address)) is not None:  # found by the scan we waited for
                 return device
-            found = asyncio.Event()
+            found: list[BLEDevice] = []
+            done = asyncio.Event()
 
-            def seen(device: BLEDevice, _advertisement: AdvertisementData) -> None:
-                if device.address.upper() == address:
-                    found.set()
+            def seen(device: BLEDevice, advertisement: AdvertisementData) -> None:
+                heard = (advertisement.local_name or device.name) if not address else None
+                if device.address.upper() == address or (heard is not None and heard == name):
+                    found.append(device)
+                    done.set()
 
             try:
-                await self._scan(timeout, seen, until=found)
+                await self._scan(timeout, seen, until=done)
             except TimeoutError:
                 return None
+        if not address:
+            self._named[name] = found[0].address.upper()
+            return found[0]
         return self._known.get(address)
 
     async def scan(self, timeout: float) -> list[Advertised]:

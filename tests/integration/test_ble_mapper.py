@@ -16,7 +16,7 @@ import pytest
 
 from device_models import Device, DeviceModel, parse_document
 from edgetwin.testing import wait_for
-from edgetwin.testing.ble import LED_UUID, TEMPERATURE_UUID, Thermometer
+from edgetwin.testing.ble import LED_UUID, TEMPERATURE_UUID, BleStack, Thermometer
 from eventbus import BrokerSettings, MosquittoBroker, TopicKind
 from mappers.ble import BleProtocol, BleSettings
 from mappers.sdk import BackoffPolicy, DeviceConfig, Mapper, device_config, read_once
@@ -228,3 +228,22 @@ async def test_bad_configuration_names_the_property(thermometer: Thermometer) ->
         f"characteristic {TEMPERATURE_UUID}: 6608: dataConverter indices 3..0 are outside the 2-byte value "
         "(valid indices 0..1)"
     )
+
+
+async def test_a_device_named_instead_of_addressed_is_found_by_its_advertised_name(
+    ble_stack: BleStack, mosquitto: MosquittoBroker, mqtt_probe: ProbeFactory, tmp_path: Path
+) -> None:
+    namespace, name, node = unique("ns"), "thermometer", unique("node")
+    advertised = unique("thermo")
+    probe = mqtt_probe(f"$hw/events/device/{namespace}/#")
+    async with Thermometer(ble_stack, name=advertised, celsius=19.25) as device:
+        docs = thermometer_docs(namespace, name, device.address)
+        del docs[1]["spec"]["protocol"]["configData"]["macAddress"]
+        docs[1]["spec"]["protocol"]["configData"]["deviceName"] = advertised
+        plugin = BleProtocol(SETTINGS)
+        async with (
+            running_edge(mosquitto, node, tmp_path / "twin.db", docs),
+            running_mapper(mosquitto, node, plugin),
+        ):
+            await wait_actual(probe, namespace, name, "temperature", "19.25")
+            await wait_state(probe, namespace, name, "online")

@@ -441,7 +441,7 @@ def test_ble_mac_address_is_normalized(mac: str) -> None:
     )
 
 
-@pytest.mark.parametrize("mac", ["A4:C1:38:0D:7E", "A4:C1:38:0D:7E:2G", "A4C1380D7E21", ""])
+@pytest.mark.parametrize("mac", ["A4:C1:38:0D:7E", "A4:C1:38:0D:7E:2G", "A4C1380D7E21"])
 def test_bad_ble_mac_address_names_the_field(mac: str) -> None:
     with pytest.raises(ModelValidationError) as caught:
         parse_protocol_config(BLE, {"macAddress": mac})
@@ -449,6 +449,17 @@ def test_bad_ble_mac_address_names_the_field(mac: str) -> None:
     assert problems_of(caught) == [
         f"macAddress: {mac!r} is not a MAC address (six hex bytes like A4:C1:38:0D:7E:21)"
     ]
+
+
+def test_a_ble_device_can_be_named_instead_of_addressed() -> None:
+    config = parse_protocol_config(BLE, {"deviceName": "thermo-7"})
+    assert config == BleProtocolConfig(device_name="thermo-7")
+
+
+@pytest.mark.parametrize("data", [{}, {"macAddress": ""}, {"deviceName": ""}])
+def test_a_ble_device_without_address_or_name_is_refused(data: dict[str, str]) -> None:
+    with pytest.raises(ModelValidationError, match="needs macAddress"):
+        parse_protocol_config(BLE, data)
 
 
 @pytest.mark.parametrize(
