@@ -209,7 +209,12 @@ class EdgeCore:
         modules: list[Module] = []
         if bus.enable and bus.mqtt_mode is MqttMode.INTERNAL:
             users = {bus.mqtt_username: bus.mqtt_password} if bus.mqtt_username else None
-            self._mosquitto = MosquittoModule(bus.mqtt_server_internal, users=users)
+            database = self.config.database.path
+            self._mosquitto = MosquittoModule(
+                bus.mqtt_server_internal,
+                workdir=database.with_name(f"{database.stem}-mosquitto"),
+                users=users,
+            )
             modules.append(self._mosquitto)
         if bus.enable:
             self._eventbus = EventBusModule(
