@@ -1,9 +1,11 @@
-"""Edged: pod create -> Running latency over 50 pods, and the process's memory with 50 pods running.
+"""Pods on an edge: create -> Running latency over 50 pods, edgecore's memory with 50 pods, two ways.
 
-Setup: a private containerd + runc (as the tests start it, needs root) with the busybox image archive
-imported, a MetaManager on a fresh SQLite file and an Edged on them (host network, the default relist of
-1 s and resync of 10 s). The cloud is played by ``MetaManager.received`` (what the EdgeController sends);
-the link upwards records the time of each status report. Figures:
+Both parts use a private containerd + runc (as the tests start it, needs root) with the busybox image archive
+imported. Latencies are p50 / p99 / max in ms.
+
+``edged`` — Edged alone, in this process: a MetaManager on a fresh SQLite file and an Edged on them (host
+network, the default relist of 1 s and resync of 10 s). The cloud is played by ``MetaManager.received`` (what
+the EdgeController sends); the link upwards records the time of each status report.
 
 * ``sequential``: 50 pods created one after the other, each once the previous one is Running;
 * ``burst``: 50 pods created at once (a node coming back with its pods); ``all_ready_s`` is the time
@@ -11,10 +13,21 @@ the link upwards records the time of each status report. Figures:
 
 each pod's latency is from ``received`` returning (the pod is durable on the edge) to Edged reporting
 phase Running (``running``: the container started) and Running with the container ready (``ready``: after
-its exec readiness probe first passed, an ``runc exec`` that costs a few hundred ms); p50 / p99 / max in ms.
+its exec readiness probe first passed, an ``runc exec`` that costs a few hundred ms).
 * ``rss_mb``: resident memory of this process (Edged + MetaManager + the asyncio/gRPC runtime, what
   edgecore adds for pods; containerd and the shims are separate processes) before Edged starts, and with the
   50 burst pods running.
+
+``chain`` — the whole path: a Kubernetes API (the real kube-apiserver + etcd where installed, else the
+emulator), cloudcore in this process, and an edge joined with ``edgetwin join`` running ``edgetwin edgecore``
+as a separate process (Edged + MetaManager + MetaServer + the link; its internal mosquitto is a process of
+its own, not counted).
+
+* ``sequential`` / ``burst``: from the Pod's ``POST`` returning to the API showing it ``phase: Running``
+  (seen on a watch of the namespace): EdgeController -> link -> MetaManager -> Edged -> containerd ->
+  status report -> link -> EdgeController's status patch;
+* ``edgecore_rss_mb``: VmRSS of the edgecore process once the node is Ready (no pods), and with the 50 burst
+  pods running.
 
 Run (as root): ``.venv/bin/python bench/pods.py``.
 """
@@ -22,31 +35,43 @@ Run (as root): ``.venv/bin/python bench/pods.py``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client as k8s
+
+from cloudcore import KubeNotFoundError
+from cloudcore.kube import ensure_namespace, request
+from cloudcore.watch import watch
 from cloudsync import Message, Operation
-from edgecore import MetaManager
+from edgecore import MetaManager, dump_config
 from edgecore.edged import ContainerRuntime, Edged
 from edgetwin.testing import wait_for
+from edgetwin.testing.cluster import cloud_config, join_edge, run_pods, running_cloud
 from edgetwin.testing.containerd import BUSYBOX_IMAGE, Containerd, build_busybox_archive, containerd_missing
+from edgetwin.testing.kubeapi import start_kube_api
 
 PODS = 50
 NODE = "edge-1"
+NAMESPACE = "bench-pods"
+EDGETWIN = Path(sys.executable).with_name("edgetwin")
 
 
-def pod(name: str) -> dict[str, Any]:
+def pod(name: str, node: str = NODE) -> dict[str, Any]:
     """A pod as the cloud sends it: one busybox container with a readiness probe and a memory limit."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4()), "resourceVersion": "1"},
         "spec": {
-            "nodeName": NODE,
+            "nodeName": node,
             "terminationGracePeriodSeconds": 0,
             "tolerations": [
                 {"key": "node-role.kubernetes.io/edge", "operator": "Exists", "effect": "NoSchedule"}
@@ -64,9 +89,9 @@ def pod(name: str) -> dict[str, Any]:
     }
 
 
-def rss_mb() -> float:
-    """This process's resident memory (VmRSS) in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
+def rss_mb(pid: int | str = "self") -> float:
+    """A process's resident memory (VmRSS) in MB, this one's by default."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return round(int(line.split()[1]) / 1024, 1)
     return 0.0
@@ -134,9 +159,8 @@ async def delete_all(meta: MetaManager, edged: Edged, names: list[str]) -> None:
     await wait_for(removed, timeout=120, interval=0.2, what="every pod removed")
 
 
-async def run(workdir: Path, containerd: Containerd) -> dict[str, Any]:
-    async with ContainerRuntime(containerd.endpoint, cgroup_parent=containerd.cgroup_parent) as runtime:
-        await runtime.import_image(build_busybox_archive(workdir / "busybox-oci.tar"))
+async def run_edged(workdir: Path, containerd: Containerd) -> dict[str, Any]:
+    """The ``edged`` figures (see the module docstring)."""
     times = RunningTimes()
     async with MetaManager(workdir / "edgecore.db") as meta:
         before = rss_mb()
@@ -168,7 +192,6 @@ async def run(workdir: Path, containerd: Containerd) -> dict[str, Any]:
         finally:
             await edged.stop()
     return {
-        "pods": PODS,
         "sequential": {
             "running": latencies(sequential, times.running),
             "ready": latencies(sequential, times.ready),
@@ -179,6 +202,139 @@ async def run(workdir: Path, containerd: Containerd) -> dict[str, Any]:
             "all_ready_s": round(all_ready, 2),
         },
         "rss_mb": {"before_edged": before, "with_50_pods": with_pods},
+    }
+
+
+class ApiRunning:
+    """When each Pod of a namespace is first seen with ``phase: Running`` on a watch of the API."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    async def follow(self, api: k8s.ApiClient, namespace: str) -> None:
+        """Watch the namespace's Pods until cancelled (resuming after the server ends a watch)."""
+        path = f"/api/v1/namespaces/{namespace}/pods"
+        version = str((await request(api, "GET", path))["metadata"]["resourceVersion"])
+        while True:
+            async with watch(api, path, version, timeout_seconds=300) as events:
+                async for kind, obj in events:
+                    version = str(obj["metadata"]["resourceVersion"])
+                    if kind != "BOOKMARK" and (obj.get("status") or {}).get("phase") == "Running":
+                        self.times.setdefault(obj["metadata"]["name"], time.perf_counter())
+
+    async def wait(self, names: list[str], timeout: float) -> None:
+        """Return once every pod of ``names`` was seen Running."""
+        await wait_for(lambda: all(name in self.times for name in names), timeout=timeout, what="Running")
+
+
+async def create_in_api(api: k8s.ApiClient, name: str, node: str) -> float:
+    """Create the Pod in the API; return when the API has it."""
+    manifest = pod(name, node)
+    manifest["metadata"] = {"name": name}
+    await request(api, "POST", f"/api/v1/namespaces/{NAMESPACE}/pods", body=manifest)
+    return time.perf_counter()
+
+
+async def delete_in_api(api: k8s.ApiClient, names: list[str]) -> None:
+    """Delete the Pods (gracefully: the edge stops them and reports the delete); return once they are gone."""
+    for name in names:
+        await request(api, "DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}")
+
+    async def gone() -> bool:
+        return not (await request(api, "GET", f"/api/v1/namespaces/{NAMESPACE}/pods"))["items"]
+
+    await wait_for(gone, timeout=120, interval=0.2, what="every pod deleted")
+
+
+async def node_ready(api: k8s.ApiClient, node: str) -> None:
+    async def ready() -> bool:
+        try:
+            found = await request(api, "GET", f"/api/v1/nodes/{node}")
+        except KubeNotFoundError:
+            return False
+        conditions = (found.get("status") or {}).get("conditions") or []
+        return any(item["type"] == "Ready" and item["status"] == "True" for item in conditions)
+
+    await wait_for(ready, timeout=60, interval=0.1, what=f"node {node} Ready")
+
+
+@contextlib.asynccontextmanager
+async def edgecore_process(config: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``edgetwin edgecore --config`` as a process of its own; stopped (SIGTERM) on exit."""
+    with log.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(
+            EDGETWIN, "edgecore", "--config", str(config), stdout=out, stderr=asyncio.subprocess.STDOUT
+        )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+async def run_chain(workdir: Path, containerd: Containerd) -> dict[str, Any]:
+    """The ``chain`` figures (see the module docstring)."""
+    node = "bench-edge"
+    async with start_kube_api("auto", workdir / "kubeapi") as kube:
+        api = kube.api_client()
+        try:
+            await ensure_namespace(api, NAMESPACE)
+            async with running_cloud(api, cloud_config(NAMESPACE)) as cloud:
+                config = await asyncio.to_thread(join_edge, cloud, node, workdir / "edge")
+                run_pods(
+                    config,
+                    containerd.endpoint,
+                    workdir / "edge" / "edged",
+                    cgroup_root=containerd.cgroup_parent,
+                )
+                config_file = workdir / "edge" / "edgecore-bench.yaml"
+                config_file.write_text(dump_config(config))
+                async with edgecore_process(config_file, workdir / "edge" / "edgecore.log") as process:
+                    await node_ready(api, node)
+                    idle = rss_mb(process.pid)
+                    seen = ApiRunning()
+                    follower = asyncio.create_task(seen.follow(api, NAMESPACE))
+                    try:
+                        sequential: dict[str, float] = {}
+                        for index in range(PODS):
+                            name = f"seq-{index}"
+                            sequential[name] = await create_in_api(api, name, node)
+                            await seen.wait([name], timeout=60)
+                        await delete_in_api(api, list(sequential))
+
+                        names = [f"burst-{index}" for index in range(PODS)]
+                        started = time.perf_counter()
+                        created_at = await asyncio.gather(*(create_in_api(api, name, node) for name in names))
+                        await seen.wait(names, timeout=180)
+                        all_running = time.perf_counter() - started
+                        with_pods = rss_mb(process.pid)
+                        await delete_in_api(api, names)
+                    finally:
+                        follower.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await follower
+        finally:
+            api.close()  # type: ignore[no-untyped-call]
+    return {
+        "kube_api": kube.backend,
+        "sequential": {"running": latencies(sequential, seen.times)},
+        "burst": {
+            "running": latencies(dict(zip(names, created_at, strict=True)), seen.times),
+            "all_running_s": round(all_running, 2),
+        },
+        "edgecore_rss_mb": {"node_ready_no_pods": idle, "with_50_pods": with_pods},
+    }
+
+
+async def run(workdir: Path, containerd: Containerd) -> dict[str, Any]:
+    """Import the image, then both parts."""
+    async with ContainerRuntime(containerd.endpoint, cgroup_parent=containerd.cgroup_parent) as runtime:
+        await runtime.import_image(build_busybox_archive(workdir / "busybox-oci.tar"))
+    return {
+        "pods": PODS,
+        "edged": await run_edged(workdir, containerd),
+        "chain": await run_chain(workdir, containerd),
     }
 
 

@@ -18,7 +18,7 @@ from cloudcore import CloudCore, CloudCoreConfig
 from edgecore import EdgeCoreConfig, MqttMode, load_config
 from edgetwin.testing.ports import free_port
 
-__all__ = ["JoinError", "cloud_config", "join_edge", "running_cloud"]
+__all__ = ["JoinError", "cloud_config", "join_edge", "run_pods", "running_cloud"]
 
 
 class JoinError(AssertionError):
@@ -95,4 +95,21 @@ def join_edge(
     config.modules.event_bus.mqtt_server_internal = f"tcp://127.0.0.1:{free_port()}"
     config.modules.edge_hub.heartbeat = 1
     config.edgetwin.healthz = ""
+    return config
+
+
+def run_pods(
+    config: EdgeCoreConfig, runtime_endpoint: str, root_dir: Path, *, cgroup_root: str
+) -> EdgeCoreConfig:
+    """``config`` (changed in place) with Edged on the CRI socket ``runtime_endpoint`` and MetaServer on a
+    free loopback port: pods' volumes and logs go under ``root_dir``, their cgroups under ``cgroup_root``
+    (a test containerd's, so that stopping it finds them)."""
+    edged = config.modules.edged
+    edged.enable = True
+    edged.root_directory = str(root_dir)
+    edged.tailored_kubelet_config.container_runtime_endpoint = runtime_endpoint
+    edged.tailored_kubelet_config.cgroup_root = cgroup_root
+    server = config.modules.meta_manager.meta_server
+    server.enable = True
+    server.server = f"127.0.0.1:{free_port()}"
     return config
