@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
@@ -15,6 +16,16 @@ class Plant(abc.ABC):
     def __init__(self, tick: float) -> None:
         self._tick = tick
         self._task: asyncio.Task[None] | None = None
+        self._held = False
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Stop the physics inside the block, so that a value set by hand stays as it was set."""
+        self._held = True
+        try:
+            yield
+        finally:
+            self._held = False
 
     @abc.abstractmethod
     async def serve(self) -> None:
@@ -48,4 +59,5 @@ class Plant(abc.ABC):
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._tick)
-            await self.step()
+            if not self._held:
+                await self.step()

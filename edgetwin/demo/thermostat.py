@@ -1,5 +1,8 @@
 """A simulated Modbus TCP thermostat: real pymodbus server, simple room physics.
 
+``python -m edgetwin.demo.thermostat [PORT]`` serves one on ``127.0.0.1:PORT`` (default 5502, the example's)
+until interrupted, for the README's walk-through.
+
 Registers as in ``examples/modbus-tcp-thermostat.yaml``: input register 0 = room temperature, holding
 register 0 = setpoint (both tenths of a degree), coil 0 = heating relay. Whatever writes the setpoint
 (the mapper, from a desired value) steers the room: the thermostat switches the relay and the
@@ -8,6 +11,10 @@ temperature follows.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sys
+
 from edgetwin.demo.plant import Plant
 from edgetwin.testing.modbus import ModbusTcpSimulator
 
@@ -15,6 +22,7 @@ SLAVE = 1
 HYSTERESIS = 2  # tenths of a degree
 HEAT_STEP = 3  # tenths of a degree per tick while heating
 COOL_STEP = 1  # tenths of a degree per tick while the relay is off
+PRINT_EVERY = 2.0  # seconds between the register lines ``python -m edgetwin.demo.thermostat`` prints
 
 
 class Thermostat(Plant):
@@ -44,6 +52,10 @@ class Thermostat(Plant):
         """The temperature register, in degrees."""
         return (await self.simulator.get_inputs(SLAVE, 0))[0] / 10
 
+    async def set_temperature(self, value: float) -> None:
+        """Set the temperature register, as the room itself would (e.g. a window opened)."""
+        await self.simulator.set_inputs(SLAVE, 0, [round(value * 10)])
+
     async def step(self) -> None:
         """Switch the relay around the setpoint and move the temperature one step."""
         temperature = (await self.simulator.get_inputs(SLAVE, 0))[0]
@@ -56,3 +68,19 @@ class Thermostat(Plant):
         temperature += HEAT_STEP if heating else -COOL_STEP
         await self.simulator.set_coils(SLAVE, 0, [heating])
         await self.simulator.set_inputs(SLAVE, 0, [max(temperature, 0)])
+
+
+async def serve_forever(port: int) -> None:
+    """Run a thermostat on ``127.0.0.1:port``, printing its registers, until cancelled."""
+    async with Thermostat(port) as thermostat:
+        print(f"simulated thermostat on 127.0.0.1:{port}; Ctrl-C stops it", flush=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            while True:
+                await asyncio.sleep(PRINT_EVERY)
+                temperature, setpoint = await thermostat.temperature(), await thermostat.setpoint()
+                print(f"temperature {temperature:.1f} °C  setpoint {setpoint:.1f} °C", flush=True)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(int(sys.argv[1]) if len(sys.argv) > 1 else 5502))
