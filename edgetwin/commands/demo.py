@@ -39,7 +39,8 @@ def demo(
         LogLevel.WARNING
     ),
 ) -> None:
-    """Run a Kubernetes API, edgecore, mosquitto and the Modbus and OPC-UA mappers on simulated devices."""
+    """Run a Kubernetes API, cloudcore, a joined edge and the Modbus, OPC-UA and BLE mappers on simulated
+    devices; `kubectl patch device` drives them."""
     # The demo pulls in the kubernetes client, edgecore and rich: imported only when it runs.
     from rich.console import Console
 
