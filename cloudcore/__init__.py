@@ -26,6 +26,7 @@ from cloudcore.lease import renew_node_lease
 from cloudcore.nodes import AGENT_ROLE_LABEL, EDGE_ROLE_LABEL, NodeController
 from cloudcore.objectsync import ObjectSyncStore, install_objectsync_crd, objectsync_name
 from cloudcore.secrets import load_or_create_ca, load_or_create_token_key, read_ca, read_token_key
+from cloudcore.stream import CloudStream
 
 __all__ = [
     "AGENT_ROLE_LABEL",
@@ -35,6 +36,7 @@ __all__ = [
     "CloudCoreConfigError",
     "CloudCoreError",
     "CloudRouter",
+    "CloudStream",
     "CrdNotServedError",
     "DeviceController",
     "DeviceControllerError",

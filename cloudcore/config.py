@@ -34,6 +34,7 @@ __all__ = [
     "CloudHubQUIC",
     "CloudHubWebSocket",
     "CloudModulesConfig",
+    "CloudStreamConfig",
     "CloudcoreEdgetwinConfig",
     "DeviceControllerConfig",
     "EdgeControllerConfig",
@@ -141,12 +142,36 @@ class DeviceControllerConfig(_Section):
     enable: bool = True
 
 
+class CloudStreamConfig(_Section):
+    """``modules.cloudStream``: ``kubectl logs`` / ``exec`` for edge pods (see :mod:`cloudcore.stream`).
+
+    ``streamPort``: the kubelet-style HTTPS API the apiserver calls (the Nodes' kubelet port);
+    ``tunnelPort``: where edges open their tunnel. Both listen on ``modules.cloudHub.websocket.address``.
+    ``tlsStreamCAFile``: the CA of the apiserver's kubelet client certificate
+    (``--kubelet-client-certificate``), required from callers of the stream port; ``""`` requires none
+    (anyone reaching the port may then read logs and exec: keep the port private). The tunnel and the
+    stream port serve cloudcore's own certificate of the cluster CA, so ``tlsTunnel*`` and
+    ``tlsStreamCertFile`` / ``tlsStreamPrivateKeyFile`` are read for compatibility and unused.
+    """
+
+    enable: bool = False
+    stream_port: int = Field(10003, ge=0, le=65535)
+    tunnel_port: int = Field(10004, ge=0, le=65535)
+    tls_stream_ca_file: str = Field("/etc/kubeedge/ca/streamCA.crt", alias="tlsStreamCAFile")
+    tls_stream_cert_file: str = "/etc/kubeedge/certs/stream.crt"
+    tls_stream_private_key_file: str = "/etc/kubeedge/certs/stream.key"
+    tls_tunnel_ca_file: str = Field("/etc/kubeedge/ca/rootCA.crt", alias="tlsTunnelCAFile")
+    tls_tunnel_cert_file: str = "/etc/kubeedge/certs/server.crt"
+    tls_tunnel_private_key_file: str = "/etc/kubeedge/certs/server.key"
+
+
 class CloudModulesConfig(_Section):
     """``modules``: one section per CloudCore module."""
 
     cloud_hub: CloudHubConfig = Field(default_factory=CloudHubConfig)
     edge_controller: EdgeControllerConfig = Field(default_factory=EdgeControllerConfig)
     device_controller: DeviceControllerConfig = Field(default_factory=DeviceControllerConfig)
+    cloud_stream: CloudStreamConfig = Field(default_factory=CloudStreamConfig)
 
 
 class CloudcoreEdgetwinConfig(_Section):

@@ -27,6 +27,7 @@ from cloudcore.kube import ensure_crd
 from cloudcore.nodes import NodeController
 from cloudcore.objectsync import ObjectSyncStore, install_objectsync_crd
 from cloudcore.secrets import load_or_create_ca, load_or_create_token_key
+from cloudcore.stream import CloudStream
 from cloudsync import (
     CertificateAuthority,
     CertServer,
@@ -108,10 +109,13 @@ class CloudRouter:
 class _Modules:
     """What one start builds; rebuilt on the next start (the CA and serving certificate may change)."""
 
-    def __init__(self, supervisor: Supervisor, link: CloudLink, certs: CertServer | None) -> None:
+    def __init__(
+        self, supervisor: Supervisor, link: CloudLink, certs: CertServer | None, stream: CloudStream | None
+    ) -> None:
         self.supervisor = supervisor
         self.link = link
         self.certs = certs
+        self.stream = stream
 
 
 class CloudCore:
@@ -144,6 +148,7 @@ class CloudCore:
             lease_duration=settings.node_lease_duration,
             status_interval=float(config.modules.edge_controller.node_update_frequency),
             registry=self.registry,
+            kubelet_port=lambda: self.stream.stream_port if self.stream is not None else None,
         )
         self.devices = (
             DeviceController(api, self._send, registry=self.registry)
@@ -175,6 +180,11 @@ class CloudCore:
     def link(self) -> CloudLink:
         """The cloud link (after :meth:`start`)."""
         return self._running().link
+
+    @property
+    def stream(self) -> CloudStream | None:
+        """``kubectl logs`` / ``exec`` for edge pods (``modules.cloudStream``), while running and enabled."""
+        return self._modules.stream if self._modules is not None else None
 
     @property
     def websocket_port(self) -> int:
@@ -260,10 +270,23 @@ class CloudCore:
                 cert_days=hub.edge_cert_signing_duration,
             )
             modules.append(certs)
+        stream = None
+        if self.config.modules.cloud_stream.enable:
+            # Before the node controller: Nodes registered from then on carry the stream port.
+            stream = CloudStream(
+                self.api,
+                self.config.modules.cloud_stream,
+                host=hub.websocket.address,
+                ca_pem=ca.cert_pem(),
+                cert_pem=cert_pem,
+                key_pem=key_pem,
+                registry=self.registry,
+            )
+            modules.append(stream)
         modules += [self.nodes, link]
         modules += [module for module in (self.devices, self.pods) if module is not None]
         supervisor = Supervisor(modules, registry=self.registry, fatal=(CloudCoreError,))
-        return _Modules(supervisor, link, certs)
+        return _Modules(supervisor, link, certs, stream)
 
     async def _send(self, node: str, message: Message) -> None:
         await self._running().link.send(node, message)

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -119,7 +120,8 @@ class NodeController:
     ``node-monitor-grace-period``); ``lease_duration``: the Lease's ``leaseDurationSeconds``, renewed every
     quarter of it; ``status_interval``: the longest time between two Ready writes while nothing changes;
     ``monitor_period``: how often silent nodes are looked for (default a quarter of the grace period, at
-    most 5 s).
+    most 5 s); ``kubelet_port``: cloudcore's stream port, if any, written on registration as the Node's
+    ``daemonEndpoints.kubeletEndpoint.Port`` (where the apiserver sends ``kubectl logs`` / ``exec``).
     """
 
     name = "nodecontroller"
@@ -133,6 +135,7 @@ class NodeController:
         status_interval: float = 10.0,
         monitor_period: float | None = None,
         registry: CollectorRegistry | None = None,
+        kubelet_port: Callable[[], int | None] | None = None,
     ) -> None:
         if grace_period <= 0 or lease_duration <= 0 or status_interval <= 0:
             raise ValueError("grace_period, lease_duration and status_interval must be positive")
@@ -142,6 +145,7 @@ class NodeController:
         self._lease_interval = lease_duration / 4
         self._status_interval = status_interval
         self._monitor_period = monitor_period or min(5.0, grace_period / 4)
+        self._kubelet_port = kubelet_port
         self._nodes: dict[str, _NodeState] = {}
         self._monitor: asyncio.Task[None] | None = None
         registry = registry if registry is not None else CollectorRegistry()
@@ -284,6 +288,9 @@ class NodeController:
             try:
                 await self._create_or_label(node, state, labels, announced)
                 status = announced.status.model_dump(by_alias=True, exclude_defaults=True)
+                port = self._kubelet_port() if self._kubelet_port is not None else None
+                if port:  # the apiserver's logs / exec calls for the node go to cloudcore's stream port
+                    status["daemonEndpoints"] = {"kubeletEndpoint": {"Port": port}}
                 await self._write_ready(node, state, True, extra=status)
             except KubeApiError as exc:
                 if exc.status not in _INVALID_STATUSES:

@@ -32,6 +32,7 @@ from edgecore.metamanager import (
 from edgecore.metaserver import MetaServer, Selector
 from edgecore.modules import BrokerExitedError, UploadSink
 from edgecore.nodeinfo import EDGE_TAINT, NodeInfo, kubelet_version
+from edgecore.stream import ContainerStreams
 from edgecore.subtopics import InvalidTopicError, SubTopicStoreError, check_topic_filter
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "META_TYPES",
     "BrokerExitedError",
     "ConfigIssue",
+    "ContainerStreams",
     "DevicesDirError",
     "EdgeCore",
     "EdgeCoreConfig",

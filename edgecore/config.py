@@ -32,6 +32,7 @@ __all__ = [
     "DeviceTwinConfig",
     "EdgeCoreConfig",
     "EdgeHubConfig",
+    "EdgeStreamConfig",
     "EdgedConfig",
     "EdgetwinConfig",
     "EventBusConfig",
@@ -295,6 +296,27 @@ class MetaManagerConfig(_Section):
     meta_server: MetaServerConfig = Field(default_factory=MetaServerConfig)
 
 
+class EdgeStreamConfig(_Section):
+    """``modules.edgeStream``: the tunnel cloudcore's stream server reaches this node's pods through
+    (``kubectl logs`` / ``exec``); ``server`` is cloudcore's ``modules.cloudStream.tunnelPort``. The
+    ``tlsTunnel*`` files are the node's CA, certificate and key (``edgetwin join`` writes the edgeHub ones).
+    """
+
+    enable: bool = False
+    handshake_timeout: int = Field(30, gt=0)
+    read_deadline: int = Field(15, gt=0)
+    server: str = "127.0.0.1:10004"
+    tls_tunnel_ca_file: str = Field("/etc/kubeedge/ca/rootCA.crt", alias="tlsTunnelCAFile")
+    tls_tunnel_cert_file: str = "/etc/kubeedge/certs/server.crt"
+    tls_tunnel_private_key_file: str = "/etc/kubeedge/certs/server.key"
+    write_deadline: int = Field(15, gt=0)
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, value: str) -> str:
+        return _check_host_port(value)
+
+
 class ModulesConfig(_Section):
     """``modules``: one section per EdgeCore module."""
 
@@ -303,6 +325,7 @@ class ModulesConfig(_Section):
     event_bus: EventBusConfig = Field(default_factory=EventBusConfig)
     meta_manager: MetaManagerConfig = Field(default_factory=MetaManagerConfig)
     device_twin: DeviceTwinConfig = Field(default_factory=DeviceTwinConfig)
+    edge_stream: EdgeStreamConfig = Field(default_factory=EdgeStreamConfig)
 
 
 class RestartBackoff(_Section):

@@ -21,6 +21,8 @@ from cloudsync import (
     EdgeHubSettings,
     EdgeLink,
     Message,
+    TunnelClient,
+    TunnelClientSettings,
     client_ssl_context_from_files,
 )
 from device_models import TwinValidationError
@@ -35,6 +37,7 @@ from edgecore.metamanager import MetaManager
 from edgecore.metaserver import MetaServer
 from edgecore.modules import DeviceTwinModule, EventBusModule, MosquittoModule, UploadSink
 from edgecore.nodeinfo import NodeInfo
+from edgecore.stream import ContainerStreams
 from edgecore.subtopics import SubTopicStore
 from eventbus import BackoffPolicy, BrokerSettings, EventBusConfigError
 from supervision import Module, ModuleStatus, Supervisor
@@ -274,7 +277,32 @@ class EdgeCore:
                     )
                 )
             modules.append(self.link)
+        if self.config.modules.edge_stream.enable:
+            modules.append(self._stream_tunnel())
         return modules
+
+    def _stream_tunnel(self) -> TunnelClient:
+        """``kubectl logs`` / ``exec`` through cloudcore's stream tunnel (``modules.edgeStream``)."""
+        stream = self.config.modules.edge_stream
+        settings = TunnelClientSettings(
+            server=stream.server,
+            node_name=self.node_name,
+            handshake_timeout=float(stream.handshake_timeout),
+            ping_interval=float(stream.read_deadline),
+        )
+        files = (
+            Path(stream.tls_tunnel_ca_file),
+            Path(stream.tls_tunnel_cert_file),
+            Path(stream.tls_tunnel_private_key_file),
+        )
+        handler = ContainerStreams(self.edged.runtime if self.edged is not None else None, self.node_name)
+        return TunnelClient(
+            settings,
+            # Called on every connect, so a rotated certificate is used without a restart.
+            lambda: client_ssl_context_from_files(*files),
+            handler,
+            registry=self.registry,
+        )
 
     async def stop(self) -> None:
         """Stop the modules in reverse order (the twin flushes its store) and close the database."""

@@ -29,6 +29,8 @@ DEFAULT_KUBEEDGE_DIR = Path("/etc/kubeedge")
 DEFAULT_SYSTEMD_DIR = Path("/etc/systemd/system")
 UNIT_NAME = "edgecore.service"
 
+TUNNEL_PORT = 10004  # cloudcore's modules.cloudStream.tunnelPort (KubeEdge's default)
+
 
 def _parse_labels(text: str) -> dict[str, str]:
     labels: dict[str, str] = {}
@@ -79,6 +81,14 @@ def _edgecore_config(
                 }
             },
             "metaManager": {"metaServer": tls},
+            # Ready for `kubectl logs` / `exec`: set enable to true when cloudcore runs modules.cloudStream.
+            "edgeStream": {
+                "enable": False,
+                "server": f"{ipport.rpartition(':')[0]}:{TUNNEL_PORT}",
+                "tlsTunnelCAFile": tls["tlsCaFile"],
+                "tlsTunnelCertFile": tls["tlsCertFile"],
+                "tlsTunnelPrivateKeyFile": tls["tlsPrivateKeyFile"],
+            },
         }
     }
     if database is not None:

@@ -233,7 +233,7 @@ async def test_kubeedge_file_with_devices_dir_serves_twins_health_metrics_and_st
     # ONE warning lists the KubeEdge fields edgetwin does not use.
     warnings = [line for line in edgecore.output.splitlines() if "does not use" in line]
     assert len(warnings) == 1
-    for field in ("modules.dbTest", "modules.edgeStream", "modules.edged.tailoredKubeletConfig"):
+    for field in ("modules.dbTest", "modules.edged.tailoredKubeletConfig"):
         assert field in warnings[0]
 
     with MqttProbe(mosquitto.url) as probe:

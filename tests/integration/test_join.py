@@ -139,6 +139,12 @@ async def test_join_command_writes_certificates_and_a_complete_edgecore_yaml(
     assert config.database.path == tmp_path / "edgecore.db"
 
     assert Path(hub.tls_ca_file) == kubeedge / "ca" / "rootCA.crt"
+    stream = config.modules.edge_stream  # one switch away from kubectl logs / exec
+    assert stream.server == "127.0.0.1:10004"
+    assert (stream.tls_tunnel_cert_file, stream.tls_tunnel_private_key_file) == (
+        hub.tls_cert_file,
+        hub.tls_private_key_file,
+    )
     check_credentials(Path(hub.tls_ca_file), Path(hub.tls_cert_file), Path(hub.tls_private_key_file), ca)
 
     unit = (tmp_path / "systemd" / "edgecore.service").read_text()

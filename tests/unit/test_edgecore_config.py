@@ -153,7 +153,6 @@ def test_kubeedge_file_loads_with_one_warning_listing_unknown_fields(
     message = warnings[0].getMessage()
     for field in (
         "modules.dbTest",
-        "modules.edgeStream",
         "modules.serviceBus",
         "modules.taskManager",
         "modules.edged.tailoredKubeletConfig",

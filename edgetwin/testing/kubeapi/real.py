@@ -138,6 +138,9 @@ async def run_real_api(workdir: Path, startup_timeout: float = 60.0) -> AsyncIte
             # No controller-manager creates the "default" service accounts, so Pods would be rejected.
             "--disable-admission-plugins=ServiceAccount",
             "--allow-privileged=true",
+            # kubectl logs / exec reach a node at its InternalIP (edgetwin's stream port on loopback); the
+            # default tries the Hostname first, a DNS lookup of the node name that must not leave the machine.
+            "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
         ],
         workdir / "kube-apiserver.log",
     )
