@@ -21,6 +21,7 @@ import aiosqlite
 
 from cloudsync.errors import MessageFormatError, OutboxError
 from cloudsync.message import Message, decode, encode
+from storage import open_sqlite
 
 __all__ = ["Outbox", "OutboxContents"]
 
@@ -70,15 +71,10 @@ class Outbox:
     async def open(self) -> OutboxContents:
         """Open (creating it if needed) and read what is left from before."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(self.path)
+            db = await open_sqlite(self.path, _SCHEMA, synchronous="FULL")
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(str(self.path), f"cannot open: {exc}") from exc
         try:
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = FULL")
-            await db.executescript(_SCHEMA)
             frames = await db.execute_fetchall("SELECT msg_id, frame FROM outbox ORDER BY seq")
             applied = await db.execute_fetchall("SELECT resource, version FROM applied")
         except sqlite3.Error as exc:

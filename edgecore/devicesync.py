@@ -55,6 +55,11 @@ from devicetwin import (
 )
 from edgecore.devices import twin_device
 from edgecore.errors import DevicesDirError, EdgeCoreError
+from storage import open_sqlite
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS device_sync (key TEXT PRIMARY KEY, kind TEXT NOT NULL, value TEXT NOT NULL);"
+)
 
 __all__ = ["DeviceObjectStore", "DeviceSync", "DeviceSyncStoreError", "EdgeSender", "LinkCloudSink"]
 
@@ -122,23 +127,9 @@ class DeviceObjectStore:
     async def open(self) -> None:
         """Open the file, creating it and the table when missing."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(self.path)
+            self._db = await open_sqlite(self.path, _SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise DeviceSyncStoreError(self.path, f"cannot open: {exc}") from exc
-        try:
-            # The twin store writes the same file from its own connection.
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute(
-                "CREATE TABLE IF NOT EXISTS device_sync (key TEXT PRIMARY KEY, kind TEXT NOT NULL,"
-                " value TEXT NOT NULL)"
-            )
-            await db.commit()
-        except sqlite3.Error as exc:
-            await db.close()
-            raise DeviceSyncStoreError(self.path, str(exc)) from exc
-        self._db = db
 
     async def close(self) -> None:
         """Close the connection; idempotent."""

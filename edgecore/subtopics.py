@@ -13,6 +13,9 @@ from pathlib import Path
 import aiosqlite
 
 from edgecore.errors import EdgeCoreError
+from storage import open_sqlite
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS sub_topics (topic TEXT PRIMARY KEY);"
 
 __all__ = ["InvalidTopicError", "SubTopicStore", "SubTopicStoreError", "check_topic_filter"]
 
@@ -62,21 +65,11 @@ class SubTopicStore:
     async def open(self) -> None:
         """Open the file (creating it and the table when missing)."""
         try:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(self._path)
+            self._db = await open_sqlite(
+                self._path, "CREATE TABLE IF NOT EXISTS sub_topics (topic TEXT PRIMARY KEY);"
+            )
         except (OSError, sqlite3.Error) as exc:
             raise SubTopicStoreError(self._path, f"cannot open: {exc}") from exc
-        try:
-            # The twin store writes the same file from its own connection: WAL + a busy timeout let
-            # both proceed without "database is locked".
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("CREATE TABLE IF NOT EXISTS sub_topics (topic TEXT PRIMARY KEY)")
-            await db.commit()
-        except sqlite3.Error as exc:
-            await db.close()
-            raise SubTopicStoreError(self._path, str(exc)) from exc
-        self._db = db
 
     async def close(self) -> None:
         """Close the connection; idempotent."""
