@@ -49,6 +49,10 @@ def demo(
     setup_logging(log_level)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # the simulated device's own chatter
     logging.getLogger("asyncua").setLevel(logging.ERROR)
+    # bleak looks for bluetoothctl (absent: BlueZ is emulated) and says so when the emulated bus stops;
+    # the demo's short-lived API clients overflow urllib3's pool at shutdown. Noise here, not news.
+    logging.getLogger("bleak").setLevel(logging.ERROR)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     console = Console()
     try:
         asyncio.run(run_demo(console, kube=kube.value, workdir=workdir))
