@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from typing import Literal
 
 from cloudcore.devices.api import DeviceApi, JsonObject
 from cloudcore.devices.messages import SOURCE
 from cloudcore.devices.metrics import DeviceControllerMetrics
 from cloudcore.errors import KubeApiError, KubeUnavailableError
+from cloudcore.events import event_body
+from device_models.device_model import API_VERSION
 
 __all__ = ["EventRecorder"]
 
@@ -60,27 +62,13 @@ class EventRecorder:
                 log.warning("cannot record event %s: %s", event["reason"], exc)
 
 
-def _event(device: JsonObject, kind: str, reason: str, message: str) -> JsonObject:
-    metadata = device["metadata"]
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
-        "involvedObject": {
-            "apiVersion": device.get("apiVersion"),
-            "kind": device.get("kind", "Device"),
-            "name": metadata["name"],
-            "namespace": metadata["namespace"],
-            "uid": metadata.get("uid"),
-            "resourceVersion": metadata.get("resourceVersion"),
-        },
-        "reason": reason,
-        "message": message,
-        "type": kind,
-        "source": {"component": SOURCE},
-        "reportingComponent": SOURCE,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
+def _event(device: JsonObject, kind: Literal["Normal", "Warning"], reason: str, message: str) -> JsonObject:
+    return event_body(
+        device,
+        event_type=kind,
+        reason=reason,
+        message=message,
+        component=SOURCE,
+        kind="Device",
+        api_version=API_VERSION,
+    )

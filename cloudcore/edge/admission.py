@@ -18,6 +18,7 @@ from kubernetes.client import ApiClient
 from cloudcore.edge.metrics import EdgeControllerMetrics
 from cloudcore.edge.pods import EDGE_TAINT_EFFECT
 from cloudcore.errors import KubeApiError, KubeUnavailableError
+from cloudcore.events import event_body
 from cloudcore.kube import STRATEGIC_MERGE_PATCH, kube_time, request
 from cloudcore.nodes import EDGE_ROLE_LABEL
 from cloudcore.watch import JsonObject
@@ -88,28 +89,15 @@ class RefusalReporter:
 
     async def _warn(self, pod: JsonObject, message: str) -> None:
         metadata = pod["metadata"]
-        now = kube_time(time.time())
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{metadata['name']}.", "namespace": metadata["namespace"]},
-            "involvedObject": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": metadata["name"],
-                "namespace": metadata["namespace"],
-                "uid": metadata.get("uid"),
-                "resourceVersion": metadata.get("resourceVersion"),
-            },
-            "reason": NOT_TOLERATED,
-            "message": message,
-            "type": "Warning",
-            "source": {"component": self._component},
-            "reportingComponent": self._component,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
+        event = event_body(
+            pod,
+            event_type="Warning",
+            reason=NOT_TOLERATED,
+            message=message,
+            component=self._component,
+            kind="Pod",
+            api_version="v1",
+        )
         namespace = metadata["namespace"]
         path = f"/api/v1/namespaces/{namespace}/events"
         await request(self._api, "POST", path, body=event, operation=f"create event in {namespace}")
