@@ -25,21 +25,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidMessage, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from cloudsync.acks import EDGE_LINK_SOURCE
+from cloudsync.dialer import dial, keep_connected
 from cloudsync.errors import (
     LinkClosedError,
     LinkConnectionError,
     LinkError,
-    LinkRefusedError,
     MessageFormatError,
 )
 from cloudsync.message import MAX_FRAME, Group, Message, Operation, decode, encode
 from cloudsync.metrics import LinkMetrics
 from cloudsync.tasks import cancel_task
-from eventbus import Backoff, BackoffPolicy
+from eventbus import BackoffPolicy
 
 __all__ = ["DEFAULT_PROJECT_ID", "EdgeHub", "EdgeHubListener", "EdgeHubSettings", "keepalive"]
 
@@ -155,48 +155,28 @@ class EdgeHub:
         self._metrics.sent.inc()
 
     async def _run(self) -> None:
-        backoff = Backoff(self.settings.backoff)
-        while True:
-            connection = await self._connect()
-            if connection is not None:
-                backoff.reset()
-                await self._session(connection)
-            delay = backoff.next_delay()
-            log.warning(
-                "cloud link down; reconnecting after backoff: %s",
-                self.last_error,
-                extra={"node": self.settings.node_name, "url": self.settings.url, "delay_s": round(delay, 3)},
-            )
-            await asyncio.sleep(delay)
-
-    async def _connect(self) -> ClientConnection | None:
         settings = self.settings
-        try:
-            return await connect(
+        await keep_connected(
+            lambda: dial(
                 settings.url,
-                ssl=self._ssl_context(),
-                server_hostname=settings.host,
-                additional_headers={"node_id": settings.node_name, "project_id": settings.project_id},
-                proxy=None,  # the cloud is reached directly, never through a proxy of the environment
-                compression=None,
-                open_timeout=settings.handshake_timeout,
+                self._ssl_context,
+                host=settings.host,
+                headers={"node_id": settings.node_name, "project_id": settings.project_id},
+                handshake_timeout=settings.handshake_timeout,
                 ping_interval=settings.heartbeat,
-                ping_timeout=settings.heartbeat,
                 close_timeout=settings.close_timeout,
                 max_size=MAX_FRAME + 64 * 1024,
-            )
-        except InvalidStatus as exc:
-            body = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""
-            self.last_error = LinkRefusedError(settings.url, exc.response.status_code, body or str(exc))
-        except TimeoutError:
-            self.last_error = LinkConnectionError(
-                settings.url, f"no handshake within {settings.handshake_timeout:g}s"
-            )
-        except (OSError, WebSocketException) as exc:
-            self.last_error = LinkConnectionError(settings.url, _reason(exc))
-        except Exception as exc:  # noqa: BLE001 - the TLS factory's errors (missing files): retried, shown
-            self.last_error = LinkConnectionError(settings.url, f"cannot set up TLS: {exc}")
-        return None
+            ),
+            self._session,
+            policy=settings.backoff,
+            failed=self._failed,
+            why=lambda: self.last_error,
+            what="cloud link",
+            extra={"node": settings.node_name, "url": settings.url},
+        )
+
+    def _failed(self, error: LinkError) -> None:
+        self.last_error = error
 
     async def _session(self, connection: ClientConnection) -> None:
         self._connection = connection
@@ -239,22 +219,3 @@ class EdgeHub:
                 return
             self._metrics.sent.inc()
             self._metrics.keepalives.inc()
-
-
-def _reason(exc: BaseException) -> str:
-    """A sentence for a failed connection; a TLS failure is named as such even when websockets wraps it."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return f"TLS handshake failed: {seen.reason or seen}"
-        if isinstance(seen, EOFError) and isinstance(exc, InvalidMessage):
-            # With TLS 1.3 the server checks the client certificate after the client finished its side of
-            # the handshake: a refused certificate shows up as a connection closed before any HTTP answer.
-            return (
-                "TLS handshake failed: the cloud closed the connection before answering"
-                " (is the client certificate issued by the cloud's CA?)"
-            )
-        seen = seen.__cause__ or seen.__context__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__

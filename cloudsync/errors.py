@@ -112,23 +112,24 @@ class LinkError(CloudSyncError):
 
 
 class LinkRefusedError(LinkError):
-    """The CloudHub at ``url`` refused the edge's handshake with HTTP ``status`` and ``reason``.
+    """cloudcore at ``url`` (CloudHub or the stream tunnel) refused the edge's handshake with HTTP ``status``
+    and ``reason``.
 
     A refused certificate may be cured by a rotated one, so the edge keeps retrying with backoff.
     """
 
     def __init__(self, url: str, status: int, reason: str) -> None:
-        super().__init__(f"CloudHub {url} refused the connection ({status}): {reason}")
+        super().__init__(f"cloudcore {url} refused the connection ({status}): {reason}")
         self.url = url
         self.status = status
         self.reason = reason
 
 
 class LinkConnectionError(LinkError):
-    """The CloudHub at ``url`` could not be reached, the TLS handshake failed, or the session was lost."""
+    """cloudcore at ``url`` could not be reached, the TLS handshake failed, or the session was lost."""
 
     def __init__(self, url: str, reason: str) -> None:
-        super().__init__(f"CloudHub {url}: {reason}")
+        super().__init__(f"cloudcore {url}: {reason}")
         self.url = url
         self.reason = reason
 

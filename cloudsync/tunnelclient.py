@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from cloudsync.errors import StreamRejectedError, TunnelFrameError, TunnelUnavailableError
+from cloudsync.dialer import dial, keep_connected
+from cloudsync.errors import LinkError, StreamRejectedError, TunnelFrameError, TunnelUnavailableError
 from cloudsync.tasks import cancel_task
 from cloudsync.tunnel import (
     TUNNEL_PATH,
@@ -36,7 +37,7 @@ from cloudsync.tunnel import (
     encode_frame,
     read_request,
 )
-from eventbus import Backoff, BackoffPolicy
+from eventbus import BackoffPolicy
 
 __all__ = ["SessionChannel", "TunnelClient", "TunnelClientSettings", "TunnelHandler"]
 
@@ -179,44 +180,26 @@ class TunnelClient:
         await cancel_task(runner)
 
     async def _run(self) -> None:
-        backoff = Backoff(self.settings.backoff)
-        while True:
-            connection = await self._connect()
-            if connection is not None:
-                backoff.reset()
-                await self._session(connection)
-            delay = backoff.next_delay()
-            log.warning(
-                "stream tunnel down; reconnecting after backoff: %s",
-                self.last_error,
-                extra={"node": self.settings.node_name, "url": self.settings.url, "delay_s": round(delay, 3)},
-            )
-            await asyncio.sleep(delay)
-
-    async def _connect(self) -> ClientConnection | None:
         settings = self.settings
-        try:
-            return await connect(
+        await keep_connected(
+            lambda: dial(
                 settings.url,
-                ssl=self._ssl_context(),
-                server_hostname=settings.host,
-                proxy=None,  # the cloud is reached directly, never through a proxy of the environment
-                compression=None,
-                open_timeout=settings.handshake_timeout,
+                self._ssl_context,
+                host=settings.host,
+                handshake_timeout=settings.handshake_timeout,
                 ping_interval=settings.ping_interval,
-                ping_timeout=settings.ping_interval,
                 close_timeout=2.0,
-            )
-        except InvalidStatus as exc:
-            body = exc.response.body.decode("utf-8", "replace").strip() if exc.response.body else ""
-            self.last_error = f"refused ({exc.response.status_code}): {body or exc}"
-        except TimeoutError:
-            self.last_error = f"no handshake within {settings.handshake_timeout:g}s"
-        except (OSError, WebSocketException) as exc:
-            self.last_error = str(exc) or type(exc).__name__
-        except Exception as exc:  # noqa: BLE001 - the TLS factory's errors (missing files): retried, shown
-            self.last_error = f"cannot set up TLS: {exc}"
-        return None
+            ),
+            self._session,
+            policy=settings.backoff,
+            failed=self._failed,
+            why=lambda: self.last_error,
+            what="stream tunnel",
+            extra={"node": settings.node_name, "url": settings.url},
+        )
+
+    def _failed(self, error: LinkError) -> None:
+        self.last_error = str(error)
 
     async def _session(self, connection: ClientConnection) -> None:
         self._connected = True
