@@ -7,8 +7,6 @@ The daemon's packages (cloudcore, cloudsync, the kubernetes client) are imported
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,50 +18,26 @@ from edgetwin.runtime import run
 if TYPE_CHECKING:
     from cloudcore import CloudCoreConfig
 
-__all__ = ["cloudcore", "serve"]
-
-log = logging.getLogger(__name__)
+__all__ = ["cloudcore"]
 
 DEFAULT_CONFIG = Path("/etc/kubeedge/config/cloudcore.yaml")  # where KubeEdge's cloudcore looks
 EXIT_CONFIG_ERROR = 2
 
 
-async def serve(config: CloudCoreConfig, *, stop: asyncio.Event) -> None:
-    """Run cloudcore with its ``/healthz`` + ``/metrics`` endpoint until ``stop`` is set.
-
-    Raises if a module fails for good (the caller exits non-zero); a clean stop returns normally.
-    """
+async def _main(config: CloudCoreConfig) -> None:
     from cloudcore import CloudCore, load_api_client
-    from edgetwin.observability import HealthReport, ObservabilityServer, new_registry
+    from edgetwin.daemon import run_until_signalled
+    from edgetwin.observability import new_registry
 
-    registry = new_registry()
     api = await asyncio.to_thread(
         load_api_client, config.kube_api_config.kube_config, master=config.kube_api_config.master
     )
-    core = CloudCore(config, api, registry=registry)
-    server = None
-    if config.edgetwin.healthz:
-
-        def health() -> HealthReport:
-            return HealthReport(core.healthy, core.health_detail())
-
-        server = ObservabilityServer(config.edgetwin.healthz, registry=registry, health=health)
-        await server.start()
-        log.info("serving /healthz and /metrics", extra={"url": server.url})
     try:
-        await core.run(stop)
+        registry = new_registry()
+        core = CloudCore(config, api, registry=registry)
+        await run_until_signalled(core, healthz=config.edgetwin.healthz, registry=registry)
     finally:
-        if server is not None:
-            await server.stop()
         await asyncio.to_thread(api.close)
-
-
-async def _main(config: CloudCoreConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await serve(config, stop=stop)
 
 
 def cloudcore(

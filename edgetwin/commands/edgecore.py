@@ -6,9 +6,6 @@ The daemon's packages (edgecore, devicetwin, aiosqlite, aiohttp) are imported in
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -20,47 +17,20 @@ from edgetwin.runtime import run
 if TYPE_CHECKING:
     from edgecore import EdgeCoreConfig
 
-__all__ = ["edgecore", "serve"]
-
-log = logging.getLogger(__name__)
+__all__ = ["edgecore"]
 
 DEFAULT_CONFIG = Path("/etc/kubeedge/config/edgecore.yaml")  # where KubeEdge's edgecore looks
 EXIT_CONFIG_ERROR = 2
 
 
-async def serve(config: EdgeCoreConfig, *, devices_dir: Path | None = None, stop: asyncio.Event) -> None:
-    """Run edgecore with its ``/healthz`` + ``/metrics`` endpoint until ``stop`` is set.
-
-    Raises if a module fails for good (the caller exits non-zero); a clean stop returns normally.
-    """
+async def _main(config: EdgeCoreConfig, devices_dir: Path | None) -> None:
     from edgecore import EdgeCore
-    from edgetwin.observability import HealthReport, ObservabilityServer, new_registry
+    from edgetwin.daemon import run_until_signalled
+    from edgetwin.observability import new_registry
 
     registry = new_registry()
     core = EdgeCore(config, devices_dir=devices_dir, registry=registry)
-    server = None
-    if config.edgetwin.healthz:
-
-        def health() -> HealthReport:
-            return HealthReport(core.healthy, core.health_detail())
-
-        # Up before the modules, so a probe sees 503 with each module's state while the edge starts.
-        server = ObservabilityServer(config.edgetwin.healthz, registry=registry, health=health)
-        await server.start()
-        log.info("serving /healthz and /metrics", extra={"url": server.url})
-    try:
-        await core.run(stop)
-    finally:
-        if server is not None:
-            await server.stop()
-
-
-async def _main(config: EdgeCoreConfig, devices_dir: Path | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await serve(config, devices_dir=devices_dir, stop=stop)
+    await run_until_signalled(core, healthz=config.edgetwin.healthz, registry=registry)
 
 
 def edgecore(
