@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError, field_validator
 
 from cloudcore.errors import CloudCoreConfigError
+from supervision.config import ConfigSection, dump_yaml, field_path, warn_unknown_fields
 
 __all__ = [
     "API_VERSION",
@@ -53,19 +53,7 @@ _HOST_PORT: Final = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^/:\s\[\]]+):\d{1,5}$")
 _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-class _Section(BaseModel):
-    """KubeEdge's camelCase names; unknown fields kept (KubeEdge has many edgetwin does not use).
-
-    The same base as ``edgecore.config``'s: cloudcore and edgecore may not import each other (they are
-    independent layers), so the few lines live in both until they move to a shared package.
-    """
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="allow", validate_assignment=True
-    )
-
-
-class KubeAPIConfig(_Section):
+class KubeAPIConfig(ConfigSection):
     """``kubeAPIConfig``: how cloudcore reaches the Kubernetes API (see the module notes)."""
 
     master: str = ""
@@ -74,7 +62,7 @@ class KubeAPIConfig(_Section):
     kube_config: str = ""
 
 
-class CloudHubWebSocket(_Section):
+class CloudHubWebSocket(ConfigSection):
     """``modules.cloudHub.websocket``: the edge nodes' websocket endpoint (mutual TLS)."""
 
     enable: bool = True
@@ -82,7 +70,7 @@ class CloudHubWebSocket(_Section):
     port: int = Field(10000, ge=1, le=65535)
 
 
-class CloudHubQUIC(_Section):
+class CloudHubQUIC(ConfigSection):
     """``modules.cloudHub.quic``: read for compatibility, must stay disabled."""
 
     enable: bool = False
@@ -98,7 +86,7 @@ class CloudHubQUIC(_Section):
         return value
 
 
-class CloudHubHTTPS(_Section):
+class CloudHubHTTPS(ConfigSection):
     """``modules.cloudHub.https``: the CA certificate and the node certificate signing endpoint."""
 
     enable: bool = True
@@ -106,7 +94,7 @@ class CloudHubHTTPS(_Section):
     port: int = Field(10002, ge=1, le=65535)
 
 
-class CloudHubConfig(_Section):
+class CloudHubConfig(ConfigSection):
     """``modules.cloudHub``: the edge nodes' link, certificates and tokens.
 
     ``keepaliveInterval``: seconds a silent session is kept; ``edgeCertSigningDuration``: days a node
@@ -129,20 +117,20 @@ class CloudHubConfig(_Section):
     https: CloudHubHTTPS = Field(default_factory=CloudHubHTTPS)
 
 
-class EdgeControllerConfig(_Section):
+class EdgeControllerConfig(ConfigSection):
     """``modules.edgeController``: ``nodeUpdateFrequency`` = seconds between Ready writes of a quiet node."""
 
     enable: bool = True
     node_update_frequency: int = Field(10, gt=0)
 
 
-class DeviceControllerConfig(_Section):
+class DeviceControllerConfig(ConfigSection):
     """``modules.deviceController``: Device / DeviceModel CRDs to and from the edge nodes."""
 
     enable: bool = True
 
 
-class CloudStreamConfig(_Section):
+class CloudStreamConfig(ConfigSection):
     """``modules.cloudStream``: ``kubectl logs`` / ``exec`` for edge pods (see :mod:`cloudcore.stream`).
 
     ``streamPort``: the kubelet-style HTTPS API the apiserver calls (the Nodes' kubelet port);
@@ -165,7 +153,7 @@ class CloudStreamConfig(_Section):
     tls_tunnel_private_key_file: str = "/etc/kubeedge/certs/server.key"
 
 
-class CloudModulesConfig(_Section):
+class CloudModulesConfig(ConfigSection):
     """``modules``: one section per CloudCore module."""
 
     cloud_hub: CloudHubConfig = Field(default_factory=CloudHubConfig)
@@ -174,7 +162,7 @@ class CloudModulesConfig(_Section):
     cloud_stream: CloudStreamConfig = Field(default_factory=CloudStreamConfig)
 
 
-class CloudcoreEdgetwinConfig(_Section):
+class CloudcoreEdgetwinConfig(ConfigSection):
     """``edgetwin``: settings KubeEdge has no name for.
 
     ``nodeGracePeriod``: seconds without a keepalive before a node turns NotReady (the node lifecycle
@@ -205,7 +193,7 @@ class CloudcoreEdgetwinConfig(_Section):
         return value
 
 
-class CloudCoreConfig(_Section):
+class CloudCoreConfig(ConfigSection):
     """The whole ``cloudcore.yaml``."""
 
     api_version: Literal["cloudcore.config.kubeedge.io/v1alpha1"] = API_VERSION
@@ -214,26 +202,6 @@ class CloudCoreConfig(_Section):
     modules: CloudModulesConfig = Field(default_factory=CloudModulesConfig)
     feature_gates: dict[str, bool] = Field(default_factory=dict)
     edgetwin: CloudcoreEdgetwinConfig = Field(default_factory=CloudcoreEdgetwinConfig)
-
-    def unknown_fields(self) -> list[str]:
-        """Dotted paths of the fields in the file that edgetwin does not use."""
-        return _unknown_fields(self, "")
-
-
-def _unknown_fields(model: BaseModel, prefix: str) -> list[str]:
-    found = [f"{prefix}{key}" for key in (model.model_extra or {})]
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            found += _unknown_fields(value, f"{prefix}{info.alias or name}.")
-    return found
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
-    return path or "<document>"
 
 
 def parse_config(data: object, source: str = "<config>") -> CloudCoreConfig:
@@ -245,11 +213,11 @@ def parse_config(data: object, source: str = "<config>") -> CloudCoreConfig:
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         issues = [
-            f"{_path(error['loc'])}: {error.get('input')!r} is not valid: "
+            f"{field_path(error['loc'])}: {error.get('input')!r} is not valid: "
             f"{error['msg'].removeprefix('Value error, ')}"
             for error in errors
         ]
-        raise CloudCoreConfigError(source, _path(errors[0]["loc"]), issues) from exc
+        raise CloudCoreConfigError(source, field_path(errors[0]["loc"]), issues) from exc
 
 
 def load_config(path: Path) -> CloudCoreConfig:
@@ -262,18 +230,10 @@ def load_config(path: Path) -> CloudCoreConfig:
     except yaml.YAMLError as exc:
         raise CloudCoreConfigError(str(path), "<document>", [f"not valid YAML: {exc}"]) from exc
     config = parse_config(data if data is not None else {}, str(path))
-    unknown = config.unknown_fields()
-    if unknown:
-        log.warning(
-            "%s: ignoring %d field(s) edgetwin does not use (KubeEdge settings, or a typo): %s",
-            path,
-            len(unknown),
-            ", ".join(unknown),
-            extra={"unknown_fields": unknown},
-        )
+    warn_unknown_fields(path, config, log)
     return config
 
 
 def dump_config(config: CloudCoreConfig) -> str:
     """The configuration as YAML, KubeEdge's field names, every default written out."""
-    return yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False)
+    return dump_yaml(config)

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
 from edgecore.errors import ConfigIssue, EdgeCoreConfigError
 from eventbus import EventBusConfigError
 from eventbus.settings import parse_broker_url
+from supervision.config import ConfigSection, dump_yaml, field_path, warn_unknown_fields
 
 __all__ = [
     "API_VERSION",
@@ -82,15 +82,7 @@ def _check_host_port(value: str) -> str:
     return value
 
 
-class _Section(BaseModel):
-    """KubeEdge's camelCase names; unknown fields kept (KubeEdge has many edgetwin does not use)."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="allow", validate_assignment=True
-    )
-
-
-class Database(_Section):
+class Database(ConfigSection):
     """``database``: where the edge's SQLite file is (twins, devices, metadata, subscribed topics)."""
 
     driver_name: Literal["sqlite3"] = "sqlite3"
@@ -111,7 +103,7 @@ class MqttMode(IntEnum):
     EXTERNAL = 2
 
 
-class EventBusTLS(_Section):
+class EventBusTLS(ConfigSection):
     """``modules.eventBus.eventBusTLS``: TLS towards the MQTT broker."""
 
     enable: bool = False
@@ -120,7 +112,7 @@ class EventBusTLS(_Section):
     tls_mqtt_private_key_file: str = "/etc/kubeedge/certs/server.key"
 
 
-class EventBusConfig(_Section):
+class EventBusConfig(ConfigSection):
     """``modules.eventBus``: the MQTT side of the edge.
 
     ``mqttQOS`` is the QoS of the subscriptions edgecore makes for uploads and extra topics; the twin's
@@ -170,14 +162,14 @@ class EventBusConfig(_Section):
         return self.mqtt_server_external
 
 
-class DeviceTwinConfig(_Section):
+class DeviceTwinConfig(ConfigSection):
     """``modules.deviceTwin``."""
 
     enable: bool = True
     dmi_sock_path: str = "/etc/kubeedge/dmi.sock"
 
 
-class EdgeHubTransport(_Section):
+class EdgeHubTransport(ConfigSection):
     """``modules.edgeHub.websocket`` / ``.quic``: one transport to CloudHub."""
 
     enable: bool = True
@@ -192,7 +184,7 @@ class EdgeHubTransport(_Section):
         return _check_host_port(value)
 
 
-class EdgeHubConfig(_Section):
+class EdgeHubConfig(ConfigSection):
     """``modules.edgeHub``: the link to the cloud. ``enable: false`` runs the edge without a cloud."""
 
     enable: bool = False
@@ -212,7 +204,7 @@ class EdgeHubConfig(_Section):
     rotate_certificates: bool = True
 
 
-class Taint(_Section):
+class Taint(ConfigSection):
     """A node taint (Kubernetes ``v1.Taint``), e.g. ``node-role.kubernetes.io/edge:NoSchedule``."""
 
     key: str = Field(min_length=1)
@@ -225,7 +217,7 @@ class Taint(_Section):
         return _check_label_key(value)
 
 
-class TailoredKubeletConfig(_Section):
+class TailoredKubeletConfig(ConfigSection):
     """``modules.edged.tailoredKubeletConfig``: the taints the node registers with, the CRI endpoint, and
     the cgroup under which pods get theirs (``cgroupRoot``, as kubelet's)."""
 
@@ -234,7 +226,7 @@ class TailoredKubeletConfig(_Section):
     cgroup_root: str = Field("/edgetwin", pattern=r"^/")
 
 
-class EdgedConfig(_Section):
+class EdgedConfig(ConfigSection):
     """``modules.edged``: the node identity (``hostnameOverride``) and what it registers with.
 
     ``nodeLabels`` and ``tailoredKubeletConfig.registerWithTaints`` are added to the Node when cloudcore
@@ -271,7 +263,7 @@ class EdgedConfig(_Section):
         return value
 
 
-class MetaServerConfig(_Section):
+class MetaServerConfig(ConfigSection):
     """``modules.metaManager.metaServer``: local apps' view of the edge's cached objects."""
 
     enable: bool = False
@@ -286,7 +278,7 @@ class MetaServerConfig(_Section):
         return _check_host_port(value)
 
 
-class MetaManagerConfig(_Section):
+class MetaManagerConfig(ConfigSection):
     """``modules.metaManager``."""
 
     enable: bool = True
@@ -296,7 +288,7 @@ class MetaManagerConfig(_Section):
     meta_server: MetaServerConfig = Field(default_factory=MetaServerConfig)
 
 
-class EdgeStreamConfig(_Section):
+class EdgeStreamConfig(ConfigSection):
     """``modules.edgeStream``: the tunnel cloudcore's stream server reaches this node's pods through
     (``kubectl logs`` / ``exec``); ``server`` is cloudcore's ``modules.cloudStream.tunnelPort``. The
     ``tlsTunnel*`` files are the node's CA, certificate and key (``edgetwin join`` writes the edgeHub ones).
@@ -317,7 +309,7 @@ class EdgeStreamConfig(_Section):
         return _check_host_port(value)
 
 
-class ModulesConfig(_Section):
+class ModulesConfig(ConfigSection):
     """``modules``: one section per EdgeCore module."""
 
     edged: EdgedConfig = Field(default_factory=EdgedConfig)
@@ -328,14 +320,14 @@ class ModulesConfig(_Section):
     edge_stream: EdgeStreamConfig = Field(default_factory=EdgeStreamConfig)
 
 
-class RestartBackoff(_Section):
+class RestartBackoff(ConfigSection):
     """``edgetwin.restartBackoff``: seconds between restarts of a failed module (doubling)."""
 
     initial: float = Field(0.5, gt=0)
     max: float = Field(30.0, gt=0)
 
 
-class EdgetwinConfig(_Section):
+class EdgetwinConfig(ConfigSection):
     """``edgetwin``: settings KubeEdge has no name for. ``healthz: ""`` turns the endpoint off."""
 
     healthz: str = "127.0.0.1:10256"
@@ -347,7 +339,7 @@ class EdgetwinConfig(_Section):
         return _check_host_port(value) if value else value
 
 
-class EdgeCoreConfig(_Section):
+class EdgeCoreConfig(ConfigSection):
     """The whole ``edgecore.yaml``."""
 
     api_version: Literal["edgecore.config.kubeedge.io/v1alpha2"] = API_VERSION
@@ -362,19 +354,6 @@ class EdgeCoreConfig(_Section):
         """This edge node's name (``modules.edged.hostnameOverride``); empty means no node binding."""
         return self.modules.edged.hostname_override
 
-    def unknown_fields(self) -> list[str]:
-        """Dotted paths of the fields in the file that edgetwin does not use."""
-        return _unknown_fields(self, "")
-
-
-def _unknown_fields(model: BaseModel, prefix: str) -> list[str]:
-    found = [f"{prefix}{key}" for key in (model.model_extra or {})]
-    for name, info in type(model).model_fields.items():
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            found += _unknown_fields(value, f"{prefix}{info.alias or name}.")
-    return found
-
 
 # Values never repeated in an error message (it ends up in logs).
 _SECRET_FIELDS = frozenset({"mqttPassword", "token"})
@@ -384,14 +363,7 @@ def _issue(error: ErrorDetails) -> ConfigIssue:
     loc = error["loc"]
     secret = bool(loc) and loc[-1] in _SECRET_FIELDS
     value = "<redacted>" if secret else error.get("input")
-    return ConfigIssue(_issue_path(loc), value, error["msg"].removeprefix("Value error, "))
-
-
-def _issue_path(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else part)
-    return path or "<document>"
+    return ConfigIssue(field_path(loc), value, error["msg"].removeprefix("Value error, "))
 
 
 def parse_config(data: object, source: str = "<config>") -> EdgeCoreConfig:
@@ -416,18 +388,10 @@ def load_config(path: Path) -> EdgeCoreConfig:
     except yaml.YAMLError as exc:
         raise EdgeCoreConfigError(path, [ConfigIssue("<document>", None, f"not valid YAML: {exc}")]) from exc
     config = parse_config(data if data is not None else {}, str(path))
-    unknown = config.unknown_fields()
-    if unknown:
-        log.warning(
-            "%s: ignoring %d field(s) edgetwin does not use (KubeEdge settings, or a typo): %s",
-            path,
-            len(unknown),
-            ", ".join(unknown),
-            extra={"unknown_fields": unknown},
-        )
+    warn_unknown_fields(path, config, log)
     return config
 
 
 def dump_config(config: EdgeCoreConfig) -> str:
     """The configuration as YAML, KubeEdge's field names, every default written out."""
-    return yaml.safe_dump(config.model_dump(mode="json", by_alias=True), sort_keys=False)
+    return dump_yaml(config)
