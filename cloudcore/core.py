@@ -40,6 +40,7 @@ from cloudsync import (
     resource_type,
     server_ssl_context,
 )
+from device_models import ServeError
 from device_models.crd import KINDS, crd_manifest
 from supervision import Module, ModuleStatus, Supervisor
 
@@ -285,7 +286,7 @@ class CloudCore:
             modules.append(stream)
         modules += [self.nodes, link]
         modules += [module for module in (self.devices, self.pods) if module is not None]
-        supervisor = Supervisor(modules, registry=self.registry, fatal=(CloudCoreError,))
+        supervisor = Supervisor(modules, registry=self.registry, fatal=(CloudCoreError, ServeError))
         return _Modules(supervisor, link, certs, stream)
 
     async def _send(self, node: str, message: Message) -> None:

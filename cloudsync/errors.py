@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-from device_models import EdgetwinError
+from device_models import EdgetwinError, ServeError
 
 
 class CloudSyncError(EdgetwinError):
@@ -98,13 +98,11 @@ class CertificateRequestError(CertificateError):
         self.url = url
 
 
-class CertServerError(CloudSyncError):
+class CertServerError(CloudSyncError, ServeError):
     """The certificate service cannot serve on ``address``: ``reason``."""
 
     def __init__(self, address: str, reason: str) -> None:
-        super().__init__(f"cannot serve certificates on {address}: {reason}")
-        self.address = address
-        self.reason = reason
+        super().__init__("the certificate service", address, reason)
 
 
 class LinkError(CloudSyncError):
@@ -151,13 +149,11 @@ class OutboxError(LinkError):
         self.reason = reason
 
 
-class HubServeError(LinkError):
+class HubServeError(LinkError, ServeError):
     """The CloudHub cannot serve on ``address``: ``reason`` (a port taken, an address not local)."""
 
     def __init__(self, address: str, reason: str) -> None:
-        super().__init__(f"CloudHub cannot serve on {address}: {reason}")
-        self.address = address
-        self.reason = reason
+        super().__init__("CloudHub", address, reason)
 
 
 class TunnelError(LinkError):
@@ -190,10 +186,8 @@ class StreamRejectedError(TunnelError):
         self.reason = reason
 
 
-class TunnelServeError(TunnelError):
+class TunnelServeError(TunnelError, ServeError):
     """The stream tunnel server cannot serve on ``address``: ``reason``."""
 
     def __init__(self, address: str, reason: str) -> None:
-        super().__init__(f"stream tunnel cannot serve on {address}: {reason}")
-        self.address = address
-        self.reason = reason
+        super().__init__("the stream tunnel", address, reason)

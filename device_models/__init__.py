@@ -34,7 +34,7 @@ from device_models.device_model import (
     PropertyType,
     parse_typed_value,
 )
-from device_models.errors import EdgetwinError, ModelValidationError
+from device_models.errors import EdgetwinError, ModelValidationError, ServeError
 from device_models.loader import (
     DeviceObject,
     DocumentReport,
@@ -186,6 +186,7 @@ __all__ = [
     "PushMethodOTEL",
     "SecurityMode",
     "SecurityPolicy",
+    "ServeError",
     "StateReport",
     "StateUpdateRequest",
     "StateUpdateResult",

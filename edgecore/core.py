@@ -25,7 +25,7 @@ from cloudsync import (
     TunnelClientSettings,
     client_ssl_context_from_files,
 )
-from device_models import TwinValidationError
+from device_models import ServeError, TwinValidationError
 from devicetwin import CloudSink, DeviceTwin, TwinRequestError
 from edgecore.cloud import DeviceSyncModule, EdgeRouter
 from edgecore.config import EdgeCoreConfig, MqttMode
@@ -53,6 +53,7 @@ _FATAL: tuple[type[BaseException], ...] = (
     DevicesDirError,
     TwinValidationError,
     TwinRequestError,
+    ServeError,
 )
 # BrokerSettings' field names, as edgecore.yaml spells them.
 _SETTINGS_FIELDS = {

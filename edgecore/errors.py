@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from device_models import EdgetwinError
+from device_models import EdgetwinError, ServeError
 
 __all__ = [
     "ConfigIssue",
@@ -121,13 +121,11 @@ class MetaRevisionGoneError(EdgeCoreError):
         self.oldest = oldest
 
 
-class MetaServerError(EdgeCoreError):
+class MetaServerError(EdgeCoreError, ServeError):
     """The MetaServer cannot serve on ``address``: ``reason``."""
 
     def __init__(self, address: str, reason: str) -> None:
-        super().__init__(f"MetaServer cannot serve on {address!r}: {reason}")
-        self.address = address
-        self.reason = reason
+        super().__init__("MetaServer", repr(address), reason)
 
 
 class ContainerRuntimeError(EdgeCoreError):

@@ -18,18 +18,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from device_models import EdgetwinError
+from device_models import ServeError
 
 __all__ = ["HealthReport", "ObservabilityError", "ObservabilityServer", "new_registry", "parse_address"]
 
 
-class ObservabilityError(EdgetwinError):
+class ObservabilityError(ServeError):
     """The health/metrics endpoint cannot serve on ``address`` (bad form, or the port is taken)."""
 
     def __init__(self, address: str, reason: str) -> None:
-        super().__init__(f"cannot serve /healthz and /metrics on {address!r}: {reason}")
-        self.address = address
-        self.reason = reason
+        super().__init__("/healthz and /metrics", repr(address), reason)
 
 
 @dataclass(frozen=True)

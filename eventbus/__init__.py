@@ -11,6 +11,7 @@ from eventbus.client import MqttClient, MqttMessage
 from eventbus.errors import (
     BrokerError,
     BrokerNotInstalledError,
+    BrokerPortInUseError,
     BrokerStartError,
     EventBusClosedError,
     EventBusConfigError,
@@ -29,6 +30,7 @@ __all__ = [
     "BrokerAddress",
     "BrokerError",
     "BrokerNotInstalledError",
+    "BrokerPortInUseError",
     "BrokerSettings",
     "BrokerStartError",
     "BrokerTls",

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from eventbus.errors import BrokerNotInstalledError, BrokerStartError
+from eventbus.errors import BrokerNotInstalledError, BrokerPortInUseError, BrokerStartError
 from eventbus.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,8 @@ class MosquittoBroker:
     async def start(self) -> None:
         """Write the configuration, start mosquitto and wait until it accepts TCP connections.
 
-        Raises :class:`BrokerStartError` (with the log's tail) if it exits or is not ready in time.
+        Raises :class:`BrokerStartError` (with the log's tail) if it exits or is not ready in time, and its
+        :class:`BrokerPortInUseError` when the port is taken.
         """
         if self.running:
             return
@@ -277,7 +278,10 @@ class MosquittoBroker:
         while True:
             code = process.poll()
             if code is not None:
-                raise BrokerStartError(self.port, f"mosquitto exited with code {code}", self.log_tail())
+                tail = self.log_tail()
+                if "Address already in use" in tail:
+                    raise BrokerPortInUseError(self.host, self.port, tail)
+                raise BrokerStartError(self.port, f"mosquitto exited with code {code}", tail)
             # The log line rules out another process answering on a port mosquitto failed to bind.
             if self._logged_running() and await _accepts(self.host, self.port):
                 return

@@ -7,7 +7,7 @@ they enter.
 
 from __future__ import annotations
 
-from device_models import EdgetwinError
+from device_models import EdgetwinError, ServeError
 
 
 class EventBusError(EdgetwinError):
@@ -94,3 +94,14 @@ class BrokerStartError(BrokerError):
         super().__init__(
             f"mosquitto on port {port} did not start: {reason}\n--- mosquitto log (tail) ---\n{log_tail}"
         )
+
+
+class BrokerPortInUseError(BrokerStartError, ServeError):
+    """mosquitto could not bind ``port``: another process (often the system's mosquitto service) holds it."""
+
+    def __init__(self, host: str, port: int, log_tail: str) -> None:
+        # ServeError's message, not BrokerStartError's: the log tail only repeats "Address already in use".
+        reason = "the port is in use (the system's mosquitto service? change mqttServerInternal)"
+        ServeError.__init__(self, "mosquitto", f"{host}:{port}", reason)
+        self.port = port
+        self.log_tail = log_tail

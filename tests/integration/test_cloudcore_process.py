@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -102,3 +103,35 @@ async def test_cloudcore_names_a_bad_setting_and_exits_2(tmp_path: Path) -> None
     assert process.returncode == 2
     assert "modules.cloudHub.quic.enable" in stderr.decode()
     assert "no QUIC transport" in stderr.decode()
+
+
+async def test_cloudcore_with_its_port_taken_exits_at_once_naming_the_address(
+    kube_api: KubeApi, kube_namespace: str, tmp_path: Path
+) -> None:
+    config = CloudCoreConfig()
+    hub = config.modules.cloud_hub
+    hub.websocket.address = hub.https.address = "127.0.0.1"
+    hub.https.port = free_port()
+    config.edgetwin.namespace = kube_namespace
+    config.edgetwin.healthz = ""
+    config_file = tmp_path / "cloudcore.yaml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        hub.websocket.port = taken.getsockname()[1]
+        config_file.write_text(dump_config(config))
+        process = await asyncio.create_subprocess_exec(
+            EDGETWIN,
+            "cloudcore",
+            "--config",
+            str(config_file),
+            "--kubeconfig",
+            str(kube_api.kubeconfig),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        # Restarting frees no port: no retry loop, one line naming what to change.
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert f"CloudHub cannot serve on 127.0.0.1:{hub.websocket.port}" in stderr.decode()
+    assert "in use" in stderr.decode()

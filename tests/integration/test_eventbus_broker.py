@@ -12,7 +12,7 @@ import pytest
 
 from edgetwin.testing import free_port, wait_for
 from edgetwin.testing.mosquitto import MqttProbe
-from eventbus import BrokerNotInstalledError, BrokerStartError, MosquittoBroker, find_program
+from eventbus import BrokerNotInstalledError, BrokerPortInUseError, MosquittoBroker, find_program
 from eventbus.broker import process_running
 from tests.fixtures.mqtt import BrokerFactory
 
@@ -29,9 +29,10 @@ async def test_port_in_use_fails_with_mosquittos_log(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         broker = MosquittoBroker(taken.getsockname()[1], workdir=tmp_path)
-        with pytest.raises(BrokerStartError) as info:
+        with pytest.raises(BrokerPortInUseError) as info:
             await broker.start()
     assert "Address already in use" in info.value.log_tail
+    assert f"mosquitto cannot serve on 127.0.0.1:{broker.port}: the port is in use" in str(info.value)
     assert not broker.running
 
 
