@@ -26,21 +26,26 @@ import contextlib
 import copy
 import json
 import random
+import shutil
 import statistics
+import sys
 import tempfile
+import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 from kubernetes import client as k8s
+from kubernetes import watch as k8s_watch
 from prometheus_client import CollectorRegistry
 
 from cloudcore.devices import DeviceController
 from cloudsync import Message, Operation
 from device_models import MsgTwin, TwinSync, TwinValue, TwinVersion, TypeMetadata, ValueMetadata, now_ms
-from edgecore import EdgeCore
+from edgecore import EdgeCore, EdgeCoreConfig, dump_config
 from edgetwin.testing import free_port, wait_for
 from edgetwin.testing.cluster import cloud_config, join_edge, running_cloud
 from edgetwin.testing.kubeapi import KubeApi, start_kube_api
@@ -50,6 +55,7 @@ from mappers.modbus import ModbusProtocol
 from mappers.sdk import Mapper
 
 REPO = Path(__file__).resolve().parents[1]
+EDGETWIN = shutil.which("edgetwin", path=str(Path(sys.executable).parent)) or "edgetwin"
 EXAMPLE = REPO / "examples" / "modbus-tcp-thermostat.yaml"
 GROUP, VERSION = "devices.kubeedge.io", "v1beta1"
 NODE = "bench-node"
@@ -90,18 +96,57 @@ def install_crds(api: KubeApi, namespaces: list[str]) -> None:
                 served = True
 
 
-async def latency(api: KubeApi, workdir: Path) -> dict[str, Any]:
-    namespace = "bench"
+@contextlib.asynccontextmanager
+async def edge_processes(edge_config: EdgeCoreConfig, workdir: Path) -> AsyncIterator[None]:
+    """edgecore and the Modbus mapper as their own processes, started the way a user starts them."""
+    config_file = workdir / "edgecore.yaml"
+    config_file.write_text(dump_config(edge_config))
+    processes: list[asyncio.subprocess.Process] = []
+    try:
+        with (workdir / "edgecore.log").open("wb") as log:
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    EDGETWIN, "edgecore", "--config", str(config_file), stdout=log, stderr=log
+                )
+            )
+        broker = edge_config.modules.event_bus.mqtt_server_internal
+        with (workdir / "mapper.log").open("wb") as log:
+            processes.append(
+                await asyncio.create_subprocess_exec(
+                    EDGETWIN, "mapper", "modbus", "--broker", broker, "--node", NODE, stdout=log, stderr=log
+                )
+            )
+        yield
+    finally:
+        for process in reversed(processes):
+            if process.returncode is None:
+                process.terminate()
+                await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def edge_in_process(edge_config: EdgeCoreConfig) -> AsyncIterator[None]:
+    """edgecore and the Modbus mapper in this process, on this event loop."""
+    async with EdgeCore(edge_config) as edge:
+        mapper = Mapper(ModbusProtocol(), BrokerSettings(url=edge.broker_url), node=NODE)
+        await mapper.start()
+        try:
+            yield
+        finally:
+            await mapper.stop()
+
+
+async def latency(api: KubeApi, workdir: Path, *, processes: bool) -> dict[str, Any]:
+    namespace = "bench" if processes else "bench-one"
     async with contextlib.AsyncExitStack() as stack:
         simulator = await stack.enter_async_context(ModbusTcpSimulator([1], port=free_port()))
         api_client = stack.enter_context(api.api_client())
         custom = k8s.CustomObjectsApi(api_client)
         cloud = await stack.enter_async_context(running_cloud(api_client, cloud_config(namespace)))
-        edge_config = await asyncio.to_thread(join_edge, cloud, NODE, workdir / "edge")
-        edge = await stack.enter_async_context(EdgeCore(edge_config))
-        mapper = Mapper(ModbusProtocol(), BrokerSettings(url=edge.broker_url), node=NODE)
-        await mapper.start()
-        stack.push_async_callback(mapper.stop)
+        edge_config = await asyncio.to_thread(join_edge, cloud, NODE, workdir / namespace)
+        await stack.enter_async_context(
+            edge_processes(edge_config, workdir / namespace) if processes else edge_in_process(edge_config)
+        )
 
         device = example("Device", namespace)
         device["spec"]["nodeName"] = NODE
@@ -114,8 +159,9 @@ async def latency(api: KubeApi, workdir: Path) -> dict[str, Any]:
         async def register_is(raw: int) -> bool:
             return (await simulator.get_holding(1, 0))[0] == raw
 
-        await wait_for(lambda: register_is(215), 30.0, what="the first desired value written")
-        samples = []
+        await wait_for(lambda: register_is(215), 60.0, what="the first desired value written")
+        seen = stack.enter_context(watched_desired(api, namespace))
+        samples, api_samples = [], []
         for index in range(PATCHES):
             value = 200 + index  # 20.0 .. 29.9 °C, each different from the one before
             patch = [
@@ -134,13 +180,54 @@ async def latency(api: KubeApi, workdir: Path) -> dict[str, Any]:
             )
             await wait_for(partial(register_is, value), 10.0, interval=0.0005, what=f"register = {value}")
             samples.append((time.perf_counter() - started) * 1000)
+            text = f"{value / 10:.1f}"
+            await wait_for(partial(seen.__contains__, text), 10.0, what=f"a watch event for {text}")
+            api_samples.append((seen[text] - started) * 1000)
     cuts = statistics.quantiles(samples, n=100)
+    api_cuts = statistics.quantiles(api_samples, n=100)
     return {
+        "edge": "edgecore and mapper processes" if processes else "edgecore and mapper in the bench process",
         "patches": PATCHES,
         "p50_ms": round(cuts[49], 2),
         "p99_ms": round(cuts[98], 2),
         "max_ms": round(max(samples), 2),
+        "baseline_patch_to_watch_event": {"p50_ms": round(api_cuts[49], 2), "p99_ms": round(api_cuts[98], 2)},
     }
+
+
+@contextlib.contextmanager
+def watched_desired(api: KubeApi, namespace: str) -> Iterator[dict[str, float]]:
+    """The Kubernetes API's own share: when a plain watch (in a thread, as cloudcore's) first sees each
+    desired value of the thermostat's setpoint; ``perf_counter`` times by value."""
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def run() -> None:
+        with api.api_client() as api_client:
+            custom = k8s.CustomObjectsApi(api_client)
+            while not stop.is_set():
+                stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    "devices",
+                    timeout_seconds=1,
+                )
+                for event in stream:
+                    now = time.perf_counter()
+                    for prop in event["object"]["spec"].get("properties", []):
+                        value = (prop.get("desired") or {}).get("value")
+                        if prop.get("name") == "setpoint" and value is not None:
+                            seen.setdefault(value, now)
+
+    thread = threading.Thread(target=run, name="baseline-watch", daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(5)
 
 
 async def coalescing(api: KubeApi) -> dict[str, Any]:
@@ -219,11 +306,12 @@ async def main(kube: str) -> None:
     with tempfile.TemporaryDirectory(prefix="desired-latency-") as tmp:
         workdir = Path(tmp)
         async with start_kube_api(kube, workdir / "kube") as api:  # type: ignore[arg-type]
-            await asyncio.to_thread(install_crds, api, ["bench", "bench-many"])
+            await asyncio.to_thread(install_crds, api, ["bench", "bench-one", "bench-many"])
             result = {
                 "backend": api.backend,
                 "link": "CloudHub/EdgeHub websocket + mutual TLS on loopback",
-                "latency": await latency(api, workdir),
+                "latency": await latency(api, workdir, processes=True),
+                "latency_one_process": await latency(api, workdir, processes=False),
                 "coalescing": await coalescing(api),
             }
     print(json.dumps(result, indent=2))

@@ -21,6 +21,7 @@ EdgeLink's durable outbox.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -317,12 +318,16 @@ class DeviceSync:
 
     async def _cloud_twin(self, device_id: str, twins: Mapping[str, MsgTwin | None]) -> None:
         desired = self._desired.get(device_id, {}) | {name: twin for name, twin in twins.items() if twin}
-        await self._store.put(
+        kept = self._store.put(
             _twin_key(device_id), _TWIN_KIND, {name: twin.to_dict() for name, twin in desired.items()}
         )
         self._desired[device_id] = desired
         if device_id in self._devices and self._devices[device_id].model_id in self._models:
-            await self._apply_desired(device_id, desired, report=True)
+            # Both stores at once: the mapper gets its delta without waiting for this copy to be written,
+            # and the cloud's acknowledgement still waits for both (a failure of either sends it again).
+            await asyncio.gather(kept, self._apply_desired(device_id, desired, report=True))
+        else:
+            await kept
 
     async def _apply_desired(self, device_id: str, desired: Mapping[str, MsgTwin], *, report: bool) -> None:
         current = await self._twin.get_twin(device_id)

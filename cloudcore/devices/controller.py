@@ -22,6 +22,7 @@ and the ``DesiredSynced`` condition says the cloud's value was superseded.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class _Placement:
     node: str
     generation: int
     desired: dict[str, _Desired] = field(default_factory=dict)
+    shape: str = ""  # the spec last sent, without desired values
 
 
 class DeviceController:
@@ -339,11 +341,21 @@ class DeviceController:
         if placement is not None and placement.generation == generation:
             return  # revalidated after a model change: the device itself did not change
         await self._ensure_model(node, _model_id(obj))
-        operation = Operation.INSERT if placement is None else Operation.UPDATE
-        await self._send(node, object_message(operation, ResourceType.DEVICE, obj, _rv(obj)))
+        shape = _spec_shape(obj)
+        device = object_message(
+            Operation.INSERT if placement is None else Operation.UPDATE, ResourceType.DEVICE, obj, _rv(obj)
+        )
+        if placement is not None and placement.shape == shape:
+            # Only desired values changed: the twin update goes first, so the device is written without
+            # waiting for the edge to store the new copy of the Device (which changes nothing it runs).
+            placement.generation = generation
+            await self._send_desired(device_id, obj, verdict, placement)
+            await self._send(node, device)
+            return
+        await self._send(node, device)
         if placement is None:
             placement = self._placed[device_id] = _Placement(node, generation, self._known.pop(device_id, {}))
-        placement.generation = generation
+        placement.generation, placement.shape = generation, shape
         await self._send_desired(device_id, obj, verdict, placement)
 
     async def _ensure_model(self, node: str, model_id: str) -> None:
@@ -454,6 +466,16 @@ def _newer(obj: JsonObject, old: JsonObject) -> bool:
     if new_rv.isdigit() and old_rv.isdigit():
         return int(new_rv) > int(old_rv)
     return new_rv != old_rv
+
+
+def _spec_shape(device: JsonObject) -> str:
+    """The Device's spec without its desired values, as a comparable string."""
+    spec = dict(device.get("spec") or {})
+    spec["properties"] = [
+        {key: value for key, value in prop.items() if key != "desired"} if isinstance(prop, dict) else prop
+        for prop in spec.get("properties") or []
+    ]
+    return json.dumps(spec, sort_keys=True)
 
 
 def _spec_desired(device: JsonObject | None, prop: str) -> str | None:

@@ -219,9 +219,36 @@ async def test_a_device_reaches_its_node_with_model_and_versioned_desired_value(
     latest = cloud.link.to(NODE, cloud.twin_resource())[-1]
     assert desired_of(latest) == {"setpoint": ("23", {"cloud": updated["metadata"]["generation"], "edge": 0})}
     assert latest.header.resource_version == updated["metadata"]["resourceVersion"]
-    assert len(cloud.link.to(NODE, cloud.device_resource())) == 2
+    await wait_for(
+        lambda: len(cloud.link.to(NODE, cloud.device_resource())) == 2, 10.0, what="the Device's new copy"
+    )
+    # Only a desired value changed: the write goes first, the edge's copy of the Device follows.
+    assert [message.resource for _, message in cloud.link.sent[-2:]] == [twin, device]
+    assert cloud.link.sent[-1][1].content["spec"]["properties"][1]["desired"]["value"] == "23"
     valid = await wait_for(lambda: cloud.condition("Valid"), 10.0, what="the Valid condition")
     assert valid["status"] == "True"
+
+
+async def test_a_desired_value_changed_with_the_spec_follows_the_new_device(cloud: Cloud) -> None:
+    await cloud.create_example()
+    await wait_for(lambda: cloud.link.to(NODE, cloud.twin_resource()), 10.0, what="the desired value sent")
+
+    await cloud.patch_device(
+        [
+            {"op": "replace", "path": "/spec/properties/1/collectCycle", "value": 500},
+            {"op": "replace", "path": "/spec/properties/1/desired/value", "value": "24"},
+        ]
+    )
+
+    await wait_for(
+        lambda: len(cloud.link.to(NODE, cloud.twin_resource())) == 2, 10.0, what="the new desired value"
+    )
+    # The mapper must read the setpoint with its new settings before it writes the new value.
+    assert [message.resource for _, message in cloud.link.sent[-2:]] == [
+        cloud.device_resource(),
+        cloud.twin_resource(),
+    ]
+    assert cloud.link.sent[-2][1].content["spec"]["properties"][1]["collectCycle"] == 500
 
 
 async def test_edge_reports_patch_the_device_status(cloud: Cloud) -> None:
