@@ -1,11 +1,15 @@
-"""Readiness and liveness probes of a running container, as kubelet runs them (exec probes).
+"""Readiness and liveness probes of a running container, as kubelet runs them.
 
 Each probe of a container is a task: it waits ``initialDelaySeconds`` after the container started, then
-runs the probe's command in the container every ``periodSeconds`` (killed after ``timeoutSeconds``). A result
-flips after ``successThreshold`` successes or ``failureThreshold`` failures in a row; each flip calls
-``on_change`` so that the pod's worker re-syncs (status, or a restart for a failed liveness probe).
-Readiness starts failed (a container is not ready until its probe passes); liveness starts passed.
-``httpGet`` / ``tcpSocket`` / ``grpc`` probes are not run at the edge (logged once; they count as passing).
+probes every ``periodSeconds`` (giving up after ``timeoutSeconds``). A result flips after ``successThreshold``
+successes or ``failureThreshold`` failures in a row; each flip calls ``on_change`` so that the pod's worker
+re-syncs (status, or a restart for a failed liveness probe). Readiness starts failed (a container is not ready
+until its probe passes); liveness starts passed.
+
+The three handlers kubelet runs: ``exec`` (the command in the container, exit 0 passes), ``httpGet`` (a GET to
+``host`` — the pod's IP by default — on ``port``, a number or a named container port; a status from 200 to 399
+passes; HTTPS is not verified, as kubelet does not) and ``tcpSocket`` (a connection opens). ``grpc`` probes
+are not run at the edge: logged once, they count as passing.
 """
 
 from __future__ import annotations
@@ -19,10 +23,20 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from edgecore.edged.models import ExecResult
-from edgecore.errors import ContainerRuntimeError, RuntimeNotFoundError
+import aiohttp
 
-__all__ = ["ContainerProbes", "ProbeKind", "ProbeSpec"]
+from edgecore.edged.models import ExecResult
+from edgecore.errors import ContainerRuntimeError, PodSpecError, RuntimeNotFoundError
+
+__all__ = [
+    "ContainerProbes",
+    "ExecAction",
+    "HttpGetAction",
+    "ProbeKind",
+    "ProbeSpec",
+    "TcpSocketAction",
+    "check_probes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +57,46 @@ class Executor(Protocol):
 
 
 @dataclass(frozen=True)
-class ProbeSpec:
-    """A probe's command and timing (Kubernetes defaults where unset)."""
+class ExecAction:
+    """Run ``command`` in the container; exit code 0 passes."""
 
     command: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HttpGetAction:
+    """GET ``scheme://host:port/path`` with ``headers``; a status from 200 to 399 passes."""
+
+    host: str
+    port: int
+    path: str = "/"
+    scheme: str = "HTTP"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def url(self) -> str:
+        """The URL probed."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        path = self.path if self.path.startswith("/") else f"/{self.path}"
+        return f"{self.scheme.lower()}://{host}:{self.port}{path}"
+
+
+@dataclass(frozen=True)
+class TcpSocketAction:
+    """Open a TCP connection to ``host:port``; a connection passes."""
+
+    host: str
+    port: int
+
+
+ProbeAction = ExecAction | HttpGetAction | TcpSocketAction
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A probe's action and timing (Kubernetes defaults where unset)."""
+
+    action: ProbeAction
     initial_delay: float = 0.0
     period: float = 10.0
     timeout: float = 1.0
@@ -54,26 +104,89 @@ class ProbeSpec:
     failure_threshold: int = 3
 
     @classmethod
-    def of(cls, container: Mapping[str, Any], kind: ProbeKind) -> ProbeSpec | None:
-        """The container's probe of that kind, or None when it has none (or one the edge does not run)."""
+    def of(cls, container: Mapping[str, Any], kind: ProbeKind, *, pod_ip: str) -> ProbeSpec | None:
+        """The container's probe of that kind, or None when it has none (or one the edge does not run).
+
+        Raises :class:`PodSpecError` for a probe that cannot run as written (a named port the container
+        does not declare, a port out of range).
+        """
         probe = container.get(kind.value)
         if not probe:
             return None
-        command = (probe.get("exec") or {}).get("command")
-        if not command:
+        action = _action(container, kind, probe, pod_ip)
+        if action is None:
             logger.warning(
                 "probe type not run at the edge; counted as passing",
                 extra={"container_name": container.get("name"), "probe": kind.value},
             )
             return None
         return cls(
-            command=tuple(str(part) for part in command),
+            action=action,
             initial_delay=float(probe.get("initialDelaySeconds", 0)),
             period=float(probe.get("periodSeconds", 10)),
             timeout=float(probe.get("timeoutSeconds", 1)),
             success_threshold=int(probe.get("successThreshold", 1)),
             failure_threshold=int(probe.get("failureThreshold", 3)),
         )
+
+
+def _spec_or_none(container: Mapping[str, Any], kind: ProbeKind, pod_ip: str) -> ProbeSpec | None:
+    # Checked before the container started (check_probes); one adopted from elsewhere is probed without it.
+    try:
+        return ProbeSpec.of(container, kind, pod_ip=pod_ip)
+    except PodSpecError as exc:
+        logger.warning("probe not run: %s", exc, extra={"container_name": container.get("name")})
+        return None
+
+
+def check_probes(container: Mapping[str, Any]) -> None:
+    """Raise :class:`PodSpecError` if a probe of ``container`` cannot run as written."""
+    for kind in ProbeKind:
+        probe = container.get(kind.value)
+        if probe:
+            _action(container, kind, probe, pod_ip="")
+
+
+def _action(
+    container: Mapping[str, Any], kind: ProbeKind, probe: Mapping[str, Any], pod_ip: str
+) -> ProbeAction | None:
+    command = (probe.get("exec") or {}).get("command")
+    if command:
+        return ExecAction(tuple(str(part) for part in command))
+    for handler in ("httpGet", "tcpSocket"):
+        spec = probe.get(handler)
+        if not isinstance(spec, Mapping):
+            continue
+        where = f"{container.get('name')}.{kind.value}.{handler}"
+        host, port = str(spec.get("host") or pod_ip), _port(container, spec.get("port"), where)
+        if handler == "tcpSocket":
+            return TcpSocketAction(host, port)
+        headers = tuple(
+            (str(header.get("name")), str(header.get("value", "")))
+            for header in spec.get("httpHeaders") or []
+            if isinstance(header, Mapping) and header.get("name")
+        )
+        scheme = str(spec.get("scheme") or "HTTP").upper()
+        if scheme not in ("HTTP", "HTTPS"):
+            raise PodSpecError(f"{where}.scheme", scheme, "neither HTTP nor HTTPS")
+        return HttpGetAction(host, port, str(spec.get("path") or "/"), scheme, headers)
+    return None
+
+
+def _port(container: Mapping[str, Any], port: Any, where: str) -> int:
+    """A probe's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, str) and not port.isdigit():
+        for declared in container.get("ports") or []:
+            if isinstance(declared, Mapping) and declared.get("name") == port:
+                return int(declared.get("containerPort", 0))
+        raise PodSpecError(f"{where}.port", port, "no container port has that name")
+    try:
+        number = int(port)
+    except (TypeError, ValueError):
+        number = 0
+    if not 1 <= number <= 65535:
+        raise PodSpecError(f"{where}.port", port, "a port is 1-65535 or the name of a container port")
+    return number
 
 
 class ContainerProbes:
@@ -85,6 +198,7 @@ class ContainerProbes:
         container_id: str,
         container: Mapping[str, Any],
         *,
+        pod_ip: str,
         started_at: datetime | None,
         on_change: Callable[[], None],
     ) -> None:
@@ -92,7 +206,7 @@ class ContainerProbes:
         self._executor = executor
         self._on_change = on_change
         self._started_at = started_at
-        self._specs = {kind: ProbeSpec.of(container, kind) for kind in ProbeKind}
+        self._specs = {kind: _spec_or_none(container, kind, pod_ip) for kind in ProbeKind}
         self._results = {ProbeKind.READINESS: False, ProbeKind.LIVENESS: True}
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -140,8 +254,13 @@ class ContainerProbes:
             await asyncio.sleep(spec.period)
 
     async def _probe(self, kind: ProbeKind, spec: ProbeSpec) -> bool | None:
+        action = spec.action
+        if isinstance(action, HttpGetAction):
+            return await _http_get(action, spec.timeout)
+        if isinstance(action, TcpSocketAction):
+            return await _tcp_connect(action, spec.timeout)
         try:
-            result = await self._executor.exec_sync(self.container_id, list(spec.command), spec.timeout)
+            result = await self._executor.exec_sync(self.container_id, list(action.command), spec.timeout)
         except RuntimeNotFoundError:
             return None
         except ContainerRuntimeError as exc:  # a timeout, or the container stopping under the probe
@@ -159,3 +278,27 @@ class ContainerProbes:
             extra={"container": self.container_id, "probe": kind.value, "passed": passed},
         )
         self._on_change()
+
+
+async def _http_get(action: HttpGetAction, timeout: float) -> bool:
+    # kubelet verifies no certificate; it follows redirects only to the same host, here none is followed.
+    headers = {"User-Agent": "kube-probe/edgetwin", **dict(action.headers)}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.get(action.url, headers=headers, ssl=False, allow_redirects=False) as response,
+        ):
+            return 200 <= response.status < 400
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+async def _tcp_connect(action: TcpSocketAction, timeout: float) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(action.host, action.port), timeout)
+    except (TimeoutError, OSError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

@@ -34,7 +34,7 @@ from cloudsync import Group, Message, Operation
 from edgecore.edged.env import PodAddresses, container_command
 from edgecore.edged.metrics import EdgedMetrics
 from edgecore.edged.models import ContainerInfo, ContainerState, SandboxInfo, SandboxState
-from edgecore.edged.probes import ContainerProbes
+from edgecore.edged.probes import ContainerProbes, check_probes
 from edgecore.edged.runtime import ContainerRuntime
 from edgecore.edged.specs import POD_UID_LABEL, pod_log_dir
 from edgecore.edged.status import ContainerView, PodPhase, pod_phase, pod_status
@@ -330,7 +330,12 @@ class PodWorker:
         if current is not None and current.state == ContainerState.RUNNING:
             if probes is None:
                 probes = ContainerProbes(
-                    runtime, current.id, container, started_at=current.started_at, on_change=self.trigger
+                    runtime,
+                    current.id,
+                    container,
+                    pod_ip=self._pod_ip(sandbox),
+                    started_at=current.started_at,
+                    on_change=self.trigger,
                 )
                 self._probes[name] = probes
                 probes.start()
@@ -407,6 +412,7 @@ class PodWorker:
         try:
             command = container_command(pod, container, self.context.objects, addresses)
             mounts = volumes.mounts(container)
+            check_probes(container)
         except (PodConfigError, PodSpecError) as exc:
             return ("CreateContainerConfigError", str(exc))
         runtime = self.context.runtime

@@ -29,7 +29,7 @@ from edgecore.edged import (
     SandboxState,
     pod_log_dir,
 )
-from edgetwin.testing import wait_for
+from edgetwin.testing import free_port, wait_for
 from edgetwin.testing.containerd import BUSYBOX_IMAGE, Containerd
 from eventbus import BackoffPolicy
 from tests.integration.test_edged_runtime import cgroup_value
@@ -438,6 +438,74 @@ async def test_failed_liveness_probe_restarts_the_container(
     main = container_status(restarted)
     assert main["lastState"]["terminated"]["exitCode"] in {137, 143}  # killed, not exited on its own
     assert restarts(registry, "liveness") >= 1
+
+
+async def test_http_readiness_probe_follows_the_server_and_tcp_liveness_restarts(
+    start_edged: EdgedFactory, meta: MetaManager, recorder: Recorder
+) -> None:
+    http_port, tcp_port = free_port(), free_port()
+    # Host network: the pod's server listens on the node. /www/ok exists until the script removes it.
+    server = busybox(
+        "web",
+        f"mkdir -p /www && echo ok > /www/ok && httpd -f -p 127.0.0.1:{http_port} -h /www & "
+        "sleep 4; rm /www/ok; sleep 1000",
+        ports=[{"name": "http", "containerPort": http_port}],
+        readinessProbe={
+            "httpGet": {"host": "127.0.0.1", "port": "http", "path": "/ok"},
+            "periodSeconds": 1,
+            "failureThreshold": 1,
+        },
+    )
+    # Listens for 4 s, then the port closes: the liveness probe fails and the container is restarted.
+    listener = busybox(
+        "listener",
+        f"timeout 4 httpd -f -p 127.0.0.1:{tcp_port}; sleep 1000",
+        livenessProbe={
+            "tcpSocket": {"host": "127.0.0.1", "port": tcp_port},
+            "periodSeconds": 1,
+            "failureThreshold": 2,
+        },
+    )
+    registry = CollectorRegistry()
+    await start_edged(registry=registry)
+    await send(meta, "pod", make_pod("served", server, listener))
+
+    await running(recorder, "served")
+    not_ready = await status_where(
+        recorder,
+        "served",
+        lambda status: not container_status(status, "web")["ready"],
+        "web not ready once /ok answers 404",
+    )
+    assert condition(not_ready, "Ready") == "False"
+    assert container_status(not_ready, "web")["restartCount"] == 0  # readiness never restarts
+    restarted = await status_where(
+        recorder,
+        "served",
+        lambda status: bool(container_status(status, "listener")["restartCount"] >= 1),
+        "listener restarted after its port closed",
+    )
+    assert container_status(restarted, "listener")["lastState"]["terminated"]["exitCode"] in {137, 143}
+    assert restarts(registry, "liveness") >= 1
+
+
+async def test_a_probe_on_an_undeclared_named_port_keeps_the_container_from_starting(
+    start_edged: EdgedFactory, meta: MetaManager, recorder: Recorder
+) -> None:
+    container = busybox("main", "sleep 1000", readinessProbe={"tcpSocket": {"port": "metrics"}})
+    await start_edged()
+    await send(meta, "pod", make_pod("misprobed", container))
+
+    waiting = await status_where(
+        recorder,
+        "misprobed",
+        lambda status: "waiting" in container_status(status)["state"],
+        "the container waiting with a reason",
+    )
+    state = container_status(waiting)["state"]["waiting"]
+    assert state["reason"] == "CreateContainerConfigError"
+    assert "main.readinessProbe.tcpSocket.port" in state["message"]
+    assert "no container port has that name" in state["message"]
 
 
 async def test_graceful_deletion_stops_the_pod_and_reports_the_delete(
