@@ -66,7 +66,7 @@ class EdgedMetrics:
             ),
             restarts=Counter(
                 "edgetwin_edged_container_restarts",
-                "Containers Edged restarted, by cause (exited, liveness)",
+                "Containers Edged restarted, by cause (exited, liveness, image)",
                 ["cause"],
                 registry=registry,
             ),

@@ -37,6 +37,8 @@ POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 POD_UID_LABEL = "io.kubernetes.pod.uid"
 CONTAINER_NAME_LABEL = "io.kubernetes.container.name"
 RESTART_COUNT_ANNOTATION = "io.kubernetes.container.restartCount"
+IMAGE_ANNOTATION = "edgetwin.io/image"
+"""The image as the pod spec names it (the runtime reports it normalised): a changed spec image restarts."""
 LOG_DIRECTORY_ANNOTATION = "edgetwin.io/log-directory"
 """The sandbox's log directory, kept on the sandbox so that a restarted Edged can add containers to it."""
 MANAGED_LABEL = "edgetwin.io/managed"
@@ -265,7 +267,7 @@ def container_config(
             for mount in mounts
         ],
         labels={**_pod_labels(pod), CONTAINER_NAME_LABEL: name},
-        annotations={RESTART_COUNT_ANNOTATION: str(restart_count)},
+        annotations={RESTART_COUNT_ANNOTATION: str(restart_count), IMAGE_ANNOTATION: image},
         log_path=log_path,
         stdin=bool(container.get("stdin")),
         stdin_once=bool(container.get("stdinOnce")),

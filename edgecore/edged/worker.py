@@ -36,7 +36,7 @@ from edgecore.edged.metrics import EdgedMetrics
 from edgecore.edged.models import ContainerInfo, ContainerState, SandboxInfo, SandboxState
 from edgecore.edged.probes import ContainerProbes, check_probes
 from edgecore.edged.runtime import ContainerRuntime
-from edgecore.edged.specs import POD_UID_LABEL, pod_log_dir
+from edgecore.edged.specs import IMAGE_ANNOTATION, POD_UID_LABEL, pod_log_dir
 from edgecore.edged.status import ContainerView, PodPhase, pod_phase, pod_status
 from edgecore.edged.volumes import ObjectSource, VolumeSet, prepare_volumes, remove_pod_volumes
 from edgecore.errors import ContainerRuntimeError, PodConfigError, PodSpecError, RuntimeCallError
@@ -328,6 +328,17 @@ class PodWorker:
             await self._stop_probes(name)
             probes = None
         if current is not None and current.state == ContainerState.RUNNING:
+            had, wanted = current.annotations.get(IMAGE_ANNOTATION), container.get("image")
+            if had is not None and had != wanted:
+                # The one container field a pod update may change: kubelet replaces the container.
+                logger.info(
+                    "container image changed; replacing the container",
+                    extra={"pod": self.key, "container_name": name, "image": wanted, "was": had},
+                )
+                self.context.metrics.restarts.labels("image").inc()
+                await self._stop_probes(name)
+                await runtime.stop_container(current.id, self._grace(pod))
+                return await self._start(pod, sandbox, container, volumes, current.restart_count + 1)
             if probes is None:
                 probes = ContainerProbes(
                     runtime,

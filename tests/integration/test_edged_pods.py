@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import os
 import signal
 import uuid
@@ -30,7 +31,7 @@ from edgecore.edged import (
     pod_log_dir,
 )
 from edgetwin.testing import free_port, wait_for
-from edgetwin.testing.containerd import BUSYBOX_IMAGE, Containerd
+from edgetwin.testing.containerd import BUSYBOX_IMAGE, Containerd, build_busybox_archive
 from eventbus import BackoffPolicy
 from tests.integration.test_edged_runtime import cgroup_value
 
@@ -506,6 +507,42 @@ async def test_a_probe_on_an_undeclared_named_port_keeps_the_container_from_star
     assert state["reason"] == "CreateContainerConfigError"
     assert "main.readinessProbe.tcpSocket.port" in state["message"]
     assert "no container port has that name" in state["message"]
+
+
+async def test_a_new_image_in_the_pod_spec_replaces_the_running_container(
+    start_edged: EdgedFactory,
+    meta: MetaManager,
+    recorder: Recorder,
+    cri_runtime: ContainerRuntime,
+    tmp_path: Path,
+) -> None:
+    upgraded_image = "edgetwin.local/busybox:upgraded"
+    archive = build_busybox_archive(tmp_path / "upgraded.tar", image=upgraded_image)
+    await cri_runtime.import_image(archive)
+    registry = CollectorRegistry()
+    await start_edged(registry=registry)
+    pod = make_pod("upgraded", busybox("main", "echo running $0; sleep 1000"))
+    await send(meta, "pod", pod)
+    first = container_status(await running(recorder, "upgraded"))
+
+    changed = copy.deepcopy(pod)
+    changed["metadata"]["resourceVersion"] = "2"
+    changed["spec"]["containers"][0]["image"] = upgraded_image
+    await send(meta, "pod", changed, Operation.UPDATE)
+
+    replaced = await status_where(
+        recorder,
+        "upgraded",
+        lambda status: (
+            container_status(status)["image"] == upgraded_image
+            and "running" in container_status(status)["state"]
+        ),
+        "the container running the new image",
+    )
+    main = container_status(replaced)
+    assert main["containerID"] != first["containerID"]
+    assert main["restartCount"] == 1
+    assert restarts(registry, "image") == 1
 
 
 async def test_graceful_deletion_stops_the_pod_and_reports_the_delete(
