@@ -68,7 +68,7 @@ def pod_uses(pod: Mapping[str, Any], resource_type: str, name: str) -> bool:
     for volume in spec.get("volumes") or []:
         if (volume.get(volume_key) or {}).get(name_key) == name:
             return True
-    for container in spec.get("containers") or []:
+    for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         for entry in container.get("env") or []:
             if ((entry.get("valueFrom") or {}).get(env_ref) or {}).get("name") == name:
                 return True

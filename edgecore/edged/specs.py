@@ -148,7 +148,7 @@ def sandbox_config(
         namespace_options=namespaces,
         privileged=any(
             (container.get("securityContext") or {}).get("privileged")
-            for container in spec.get("containers") or []
+            for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
         ),
         supplemental_groups=[int(group) for group in security.get("supplementalGroups") or []],
     )

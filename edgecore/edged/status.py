@@ -2,11 +2,12 @@
 
 ``containerStatuses`` come from each container's latest CRI container (and the one before it, for
 ``lastState``) plus why it is not running when Edged knows better than the runtime (``ErrImagePull``,
-``CrashLoopBackOff``, ``CreateContainerConfigError``, ...). The phase follows kubelet's rules: a container
-waiting for its first start keeps the pod Pending; a running one makes it Running; once every container
-stopped, ``restartPolicy`` decides between Running (it will restart), Succeeded and Failed. Condition
-transition times are carried over from the previous status while a condition keeps its value, so that an
-unchanged pod computes an identical status (and is not reported again).
+``CrashLoopBackOff``, ``CreateContainerConfigError``, ...); ``initContainerStatuses`` likewise. The phase
+follows kubelet's rules: a pod is Pending until every init container succeeded (Failed if one failed under
+``restartPolicy: Never``); then a container waiting for its first start keeps the pod Pending; a running one
+makes it Running; once every container stopped, ``restartPolicy`` decides between Running (it will restart),
+Succeeded and Failed. Condition transition times are carried over from the previous status while a condition
+keeps its value, so that an unchanged pod computes an identical status (and is not reported again).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class ContainerView:
     waiting: tuple[str, str] | None = None
     """(reason, message) when the container is not running for a reason Edged decided."""
     ready: bool = False
+    init: bool = False
+    """One of ``spec.initContainers``: reported in ``initContainerStatuses``, ready once it succeeded."""
 
 
 def rfc3339(moment: datetime) -> str:
@@ -93,7 +96,7 @@ def _container_status(view: ContainerView) -> dict[str, Any]:
         "name": view.name,
         "image": view.image,
         "imageID": current.image_ref if current is not None else "",
-        "ready": running and view.ready,
+        "ready": view.ready if view.init else running and view.ready,
         "started": running,
         "restartCount": current.restart_count if current is not None else 0,
         "state": state,
@@ -133,10 +136,29 @@ def _phase(statuses: Sequence[Mapping[str, Any]], restart_policy: str) -> str:
     return PodPhase.PENDING
 
 
+def _init_failed(containers: Sequence[ContainerView], restart_policy: str) -> bool:
+    """An init container failed and will not run again (``restartPolicy: Never``)."""
+    return restart_policy == "Never" and any(
+        view.init
+        and view.current is not None
+        and view.current.state == ContainerState.EXITED
+        and view.current.exit_code != 0
+        for view in containers
+    )
+
+
+def _phase_of(containers: Sequence[ContainerView], restart_policy: str) -> str:
+    if _init_failed(containers, restart_policy):
+        return PodPhase.FAILED
+    if any(view.init and not view.ready for view in containers):
+        return PodPhase.PENDING
+    apps = [_container_status(view) for view in containers if not view.init]
+    return _phase(apps, restart_policy)
+
+
 def pod_phase(pod: Mapping[str, Any], containers: Sequence[ContainerView]) -> str:
     """The phase ``pod`` is in with these containers (kubelet's rules; see the module docstring)."""
-    restart_policy = str((pod.get("spec") or {}).get("restartPolicy", "Always"))
-    return _phase([_container_status(view) for view in containers], restart_policy)
+    return _phase_of(containers, str((pod.get("spec") or {}).get("restartPolicy", "Always")))
 
 
 def _condition(
@@ -172,9 +194,10 @@ def pod_status(
     terminal, and its conditions' transition times carry over); ``now`` stamps new transitions."""
     spec = pod.get("spec") or {}
     stamp = rfc3339(now or datetime.now(UTC))
-    statuses = [_container_status(view) for view in containers]
+    statuses = [_container_status(view) for view in containers if not view.init]
+    init_statuses = [_container_status(view) for view in containers if view.init]
     previous = previous or {}
-    phase = _phase(statuses, str(spec.get("restartPolicy", "Always")))
+    phase = _phase_of(containers, str(spec.get("restartPolicy", "Always")))
     if previous.get("phase") in PodPhase.TERMINAL:
         phase = previous["phase"]  # a pod never leaves a terminal phase
     unready = [status["name"] for status in statuses if not status["ready"]]
@@ -182,13 +205,28 @@ def pod_status(
     reason = "PodCompleted" if phase in PodPhase.TERMINAL else "ContainersNotReady" if unready else ""
     message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
     ready = not unready and phase == PodPhase.RUNNING
+    incomplete = [status["name"] for status in init_statuses if not status["ready"]]
+    initialized = (
+        _condition("Initialized", True, before, stamp)
+        if not incomplete
+        else _condition(
+            "Initialized",
+            False,
+            before,
+            stamp,
+            "ContainersNotInitialized",
+            f"containers with incomplete status: [{' '.join(incomplete)}]",
+        )
+    )
     conditions = [
         _condition("PodScheduled", True, before, stamp),
-        _condition("Initialized", True, before, stamp),
+        initialized,
         _condition("ContainersReady", ready, before, stamp, *((reason, message) if not ready else ())),
         _condition("Ready", ready, before, stamp, *((reason, message) if not ready else ())),
     ]
     status: dict[str, Any] = {"phase": phase, "conditions": conditions, "containerStatuses": statuses}
+    if init_statuses:
+        status["initContainerStatuses"] = init_statuses
     if host_ip:
         status["hostIP"] = host_ip
         status["hostIPs"] = [{"ip": host_ip}]

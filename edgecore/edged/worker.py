@@ -89,6 +89,10 @@ class _RestartBackoff:
         self.last_restart = now
 
 
+def _succeeded(info: ContainerInfo) -> bool:
+    return info.state == ContainerState.EXITED and info.exit_code == 0
+
+
 def _should_restart(policy: str, info: ContainerInfo) -> bool:
     if policy == "Never":
         return False
@@ -225,10 +229,26 @@ class PodWorker:
         except (PodConfigError, PodSpecError) as exc:
             volumes = f"MountVolume.SetUp failed: {exc}"
         history = await self._history()
+        spec = pod.get("spec") or {}
+        policy = str(spec.get("restartPolicy", "Always"))
         waiting: dict[str, tuple[str, str]] = {}
-        for container in (pod.get("spec") or {}).get("containers") or []:
+        initialized = True
+        for container in spec.get("initContainers") or []:
+            # One at a time, in order; each must succeed before the next (and the app containers) start.
             name = str(container.get("name"))
-            reason = await self._sync_container(pod, sandbox, container, history.get(name, []), volumes)
+            infos = history.get(name, [])
+            if infos and _succeeded(infos[-1]):
+                continue
+            initialized = False
+            init_policy = "Never" if policy == "Never" else "OnFailure"
+            reason = await self._sync_container(pod, sandbox, container, infos, volumes, policy=init_policy)
+            if reason is not None:
+                waiting[name] = reason
+            break
+        for container in (spec.get("containers") or []) if initialized else []:
+            name = str(container.get("name"))
+            infos = history.get(name, [])
+            reason = await self._sync_container(pod, sandbox, container, infos, volumes, policy=policy)
             if reason is not None:
                 waiting[name] = reason
         history = await self._history()
@@ -240,7 +260,11 @@ class PodWorker:
         known = [self._status, pod.get("status")]
         if any(isinstance(status, dict) and status.get("phase") in PodPhase.TERMINAL for status in known):
             return True
-        return all(view.current is not None for view in views) and pod_phase(pod, views) in PodPhase.TERMINAL
+        phase = pod_phase(pod, views)
+        if phase not in PodPhase.TERMINAL:
+            return False
+        # Failed while initialising: the app containers never ran, and never will.
+        return phase == PodPhase.FAILED or all(view.current is not None for view in views if not view.init)
 
     # -- sandbox ------------------------------------------------------------------------------------------
 
@@ -279,29 +303,37 @@ class PodWorker:
     def _views(
         self, history: Mapping[str, list[ContainerInfo]], waiting: Mapping[str, tuple[str, str]]
     ) -> list[ContainerView]:
-        views = []
-        for container in (self.pod.get("spec") or {}).get("containers") or []:
-            name = str(container.get("name"))
-            infos = history.get(name, [])
-            current = infos[-1] if infos else None
-            probes = self._probes.get(name)
-            ready = (
-                current is not None
-                and current.state == ContainerState.RUNNING
-                and probes is not None
-                and probes.container_id == current.id
-                and probes.ready
-            )
-            views.append(
-                ContainerView(
-                    name=name,
-                    image=str(container.get("image", "")),
-                    current=current,
-                    previous=infos[-2] if len(infos) > 1 else None,
-                    waiting=waiting.get(name),
-                    ready=ready,
+        """Init containers first (``init``), then the app containers."""
+        spec = self.pod.get("spec") or {}
+        views: list[ContainerView] = []
+        for init, containers in ((True, spec.get("initContainers")), (False, spec.get("containers"))):
+            initialized = all(view.ready for view in views)
+            for container in containers or []:
+                name = str(container.get("name"))
+                infos = history.get(name, [])
+                current = infos[-1] if infos else None
+                probes = self._probes.get(name)
+                if init:
+                    ready = current is not None and _succeeded(current)
+                else:
+                    ready = (
+                        current is not None
+                        and current.state == ContainerState.RUNNING
+                        and probes is not None
+                        and probes.container_id == current.id
+                        and probes.ready
+                    )
+                views.append(
+                    ContainerView(
+                        name=name,
+                        image=str(container.get("image", "")),
+                        current=current,
+                        previous=infos[-2] if len(infos) > 1 else None,
+                        waiting=waiting.get(name, None if initialized else ("PodInitializing", "")),
+                        ready=ready,
+                        init=init,
+                    )
                 )
-            )
         return views
 
     def _grace(self, pod: Mapping[str, Any]) -> int:
@@ -318,8 +350,10 @@ class PodWorker:
         container: Mapping[str, Any],
         infos: list[ContainerInfo],
         volumes: VolumeSet | str,
+        *,
+        policy: str,
     ) -> tuple[str, str] | None:
-        """Bring one container where it should be; return why it waits, if it does."""
+        """Bring one container where it should be (``policy``: its restartPolicy); return why it waits."""
         name = str(container.get("name"))
         runtime = self.context.runtime
         current = infos[-1] if infos else None
@@ -362,7 +396,6 @@ class PodWorker:
             current = await runtime.container_status(current.id)
         if current is not None and current.state == ContainerState.EXITED:
             await self._stop_probes(name)
-            policy = str((pod.get("spec") or {}).get("restartPolicy", "Always"))
             if not _should_restart(policy, current):
                 return None
             restart = self._restarts.setdefault(name, _RestartBackoff(Backoff(self.context.backoff)))

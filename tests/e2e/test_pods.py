@@ -270,12 +270,25 @@ async def test_a_configmap_change_reaches_the_file_mounted_in_the_running_contai
     manifest = pod_manifest(
         "reader",
         node,
-        volumeMounts=[{"name": "config", "mountPath": "/etc/app"}],
-        volumes=[{"name": "config", "configMap": {"name": "app"}}],
+        volumeMounts=[{"name": "config", "mountPath": "/etc/app"}, {"name": "seed", "mountPath": "/seed"}],
+        volumes=[{"name": "config", "configMap": {"name": "app"}}, {"name": "seed", "emptyDir": {}}],
     )
+    # An init container seeds a file from the ConfigMap (through env) before the app starts.
+    manifest["spec"]["initContainers"] = [
+        {
+            "name": "seed",
+            "image": BUSYBOX_IMAGE,
+            "command": ["sh", "-c", 'printf %s "$MODE" > /seed/mode'],
+            "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app", "key": "mode"}}}],
+            "volumeMounts": [{"name": "seed", "mountPath": "/seed"}],
+        }
+    ]
     await create(kube_client, kube_namespace, "pods", manifest)
     pod = await pod_where(kube_client, kube_namespace, "reader", running, "Running in the API")
+    [seeded] = pod["status"]["initContainerStatuses"]
+    assert (seeded["name"], seeded["ready"], seeded["state"]["terminated"]["exitCode"]) == ("seed", True, 0)
     container = container_id(pod)
+    assert await exec_output(cri_runtime, container, "cat", "/seed/mode") == "one"
     assert await exec_output(cri_runtime, container, "cat", "/etc/app/mode") == "one"
 
     await request(

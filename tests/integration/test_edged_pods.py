@@ -545,6 +545,97 @@ async def test_a_new_image_in_the_pod_spec_replaces_the_running_container(
     assert restarts(registry, "image") == 1
 
 
+def init_status(status: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    assert status is not None
+    found: list[dict[str, Any]] = [
+        item for item in status.get("initContainerStatuses", []) if item["name"] == name
+    ]
+    assert len(found) == 1
+    return found[0]
+
+
+WORK = {"volumeMounts": [{"name": "work", "mountPath": "/work"}]}
+
+
+async def test_init_containers_run_in_order_to_completion_before_the_app(
+    start_edged: EdgedFactory, meta: MetaManager, recorder: Recorder, tmp_path: Path
+) -> None:
+    pod = make_pod(
+        "initialised",
+        busybox("main", "cat /work/order; sleep 1000", **WORK),
+        initContainers=[
+            busybox("first", "sleep 1; echo first >> /work/order", **WORK),
+            busybox("second", "grep -q first /work/order && echo second >> /work/order", **WORK),
+        ],
+        volumes=[{"name": "work", "emptyDir": {}}],
+    )
+    await start_edged()
+    await send(meta, "pod", pod)
+
+    initialising = await status_where(
+        recorder,
+        "initialised",
+        lambda status: "running" in init_status(status, "first")["state"],
+        "the first init container running",
+    )
+    assert initialising["phase"] == "Pending"
+    assert condition(initialising, "Initialized") == "False"
+    assert container_status(initialising)["state"]["waiting"]["reason"] == "PodInitializing"
+    assert "running" not in init_status(initialising, "second")["state"]
+
+    status = await running(recorder, "initialised")
+    assert condition(status, "Initialized") == "True"
+    for name in ("first", "second"):
+        done = init_status(status, name)
+        assert (done["ready"], done["state"]["terminated"]["exitCode"], done["restartCount"]) == (True, 0, 0)
+    log_file = pod_log_dir(tmp_path / "edged" / "pods", pod) / "main" / "0.log"
+
+    def logged() -> list[str]:  # CRI log lines: "<time> stdout F <text>"
+        return [line.split(" ", 3)[-1] for line in log_file.read_text().splitlines()]
+
+    await wait_for(lambda: logged() == ["first", "second"], what="the app seeing both init steps")
+
+
+async def test_a_failed_init_container_is_retried_and_under_never_fails_the_pod(
+    start_edged: EdgedFactory, meta: MetaManager, recorder: Recorder
+) -> None:
+    # Fails on its first run only (its marker survives in the emptyDir): retried, then the app starts.
+    flaky = busybox("setup", "[ -f /work/tried ] && exit 0; touch /work/tried; exit 3", **WORK)
+    await start_edged()
+    await send(
+        meta,
+        "pod",
+        make_pod(
+            "retried",
+            busybox("main", "sleep 1000"),
+            initContainers=[flaky],
+            volumes=[{"name": "work", "emptyDir": {}}],
+        ),
+    )
+    status = await running(recorder, "retried")
+    setup = init_status(status, "setup")
+    assert (setup["restartCount"], setup["lastState"]["terminated"]["exitCode"]) == (1, 3)
+
+    await send(
+        meta,
+        "pod",
+        make_pod(
+            "doomed",
+            busybox("main", "sleep 1000"),
+            initContainers=[busybox("setup", "exit 4")],
+            restartPolicy="Never",
+        ),
+    )
+    failed = await status_where(
+        recorder, "doomed", lambda status: status["phase"] == "Failed", "the pod failed"
+    )
+    assert init_status(failed, "setup")["state"]["terminated"]["exitCode"] == 4
+    assert condition(failed, "Initialized") == "False"
+    assert container_status(failed)["state"]["waiting"]["reason"] == "PodInitializing"
+    assert "Pending" in recorder.phases("doomed")
+    assert "Running" not in recorder.phases("doomed")
+
+
 async def test_graceful_deletion_stops_the_pod_and_reports_the_delete(
     start_edged: EdgedFactory,
     meta: MetaManager,
