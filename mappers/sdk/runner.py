@@ -436,6 +436,11 @@ class DeviceRunner:
             except PropertyError as exc:
                 self._property_failed(exc)
                 continue
+            written = self._written.get(prop.name)
+            if written is not None and written != text and _same_number(written, text):
+                # Reported as it was desired ("75", not "75.0"): the twin compares text, and would
+                # otherwise show the property out of sync and send its delta after every report.
+                text = written
             read.append(prop.name)
             if self._failing:
                 self._readable_again(prop.name)
@@ -465,6 +470,13 @@ class DeviceRunner:
         if self._failing.get(error.property) != error.reason:
             self._failing[error.property] = error.reason
             log.warning("%s", error, extra={"device": self.device.id})
+
+
+def _same_number(first: str, second: str) -> bool:
+    try:
+        return float(first) == float(second)
+    except ValueError:
+        return False
 
 
 def _report_due(prop: PropertyConfig, reported_at: float, now: float) -> bool:

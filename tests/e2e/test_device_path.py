@@ -452,6 +452,10 @@ async def test_desired_value_reaches_an_opcua_node_and_its_changes_reach_the_sta
         await patch_desired(kube_client, namespace, "boiler-01", 1, "72.5")
         await until(lambda: node_value(72.5), "Boiler.setpoint = 72.5")
         await status_shows(kube_client, namespace, "boiler-01", "setpoint", reported="72.5", desired="72.5")
+        # A whole number for a Double node reads back as 75.0: it is reported as it was desired, in sync.
+        await patch_desired(kube_client, namespace, "boiler-01", 1, "75")
+        await until(lambda: node_value(75.0), "Boiler.setpoint = 75")
+        await status_shows(kube_client, namespace, "boiler-01", "setpoint", reported="75", desired="75")
 
         await simulator.set("temperature", 61.25)
         await status_shows(kube_client, namespace, "boiler-01", "temperature", reported="61.25")
