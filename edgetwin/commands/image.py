@@ -8,13 +8,15 @@ from typing import Annotated
 
 import typer
 
-from edgecore.edged import CRI_NAMESPACE, DEFAULT_ADDRESS, ContainerRuntime
-from edgecore.errors import ContainerRuntimeError
 from edgetwin.runtime import run
 
 __all__ = ["app"]
 
 EXIT_FAILED = 1
+# edgecore.edged's DEFAULT_ADDRESS and CRI_NAMESPACE, written out: importing edgecore here would load the
+# whole edge (gRPC, aiohttp, ...) into every edgetwin command, mappers included. A unit test keeps them equal.
+DEFAULT_ADDRESS = "unix:///run/containerd/containerd.sock"
+CRI_NAMESPACE = "k8s.io"
 
 app = typer.Typer(
     name="image", help="Manage the container images of the edge's runtime.", no_args_is_help=True
@@ -40,6 +42,8 @@ def import_(
 
     Example: edgetwin image import busybox.tar --address /run/containerd/containerd.sock
     """
+    from edgecore.edged import ContainerRuntime
+    from edgecore.errors import ContainerRuntimeError
 
     async def main() -> list[str]:
         async with ContainerRuntime(address, namespace=namespace) as runtime:
