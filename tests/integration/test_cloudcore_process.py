@@ -28,15 +28,21 @@ async def get(url: str) -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def test_cloudcore_serves_health_and_metrics_and_stops_on_sigterm(
-    kube_api: KubeApi, kube_namespace: str, tmp_path: Path
-) -> None:
+def loopback_config(namespace: str, *, healthz: str) -> CloudCoreConfig:
+    """cloudcore on free loopback ports, its Secrets in ``namespace``."""
     config = CloudCoreConfig()
     hub = config.modules.cloud_hub
     hub.websocket.address = hub.https.address = "127.0.0.1"
     hub.websocket.port, hub.https.port = free_port(), free_port()
-    config.edgetwin.namespace = kube_namespace
-    config.edgetwin.healthz = f"127.0.0.1:{free_port()}"
+    config.edgetwin.namespace = namespace
+    config.edgetwin.healthz = healthz
+    return config
+
+
+async def test_cloudcore_serves_health_and_metrics_and_stops_on_sigterm(
+    kube_api: KubeApi, kube_namespace: str, tmp_path: Path
+) -> None:
+    config = loopback_config(kube_namespace, healthz=f"127.0.0.1:{free_port()}")
     config_file = tmp_path / "cloudcore.yaml"
     data = yaml.safe_load(dump_config(config))
     data["modules"]["router"] = {"enable": False}  # a KubeEdge module edgetwin does not have
@@ -108,12 +114,8 @@ async def test_cloudcore_names_a_bad_setting_and_exits_2(tmp_path: Path) -> None
 async def test_cloudcore_with_its_port_taken_exits_at_once_naming_the_address(
     kube_api: KubeApi, kube_namespace: str, tmp_path: Path
 ) -> None:
-    config = CloudCoreConfig()
+    config = loopback_config(kube_namespace, healthz="")
     hub = config.modules.cloud_hub
-    hub.websocket.address = hub.https.address = "127.0.0.1"
-    hub.https.port = free_port()
-    config.edgetwin.namespace = kube_namespace
-    config.edgetwin.healthz = ""
     config_file = tmp_path / "cloudcore.yaml"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
