@@ -66,7 +66,7 @@ class EdgedMetrics:
             ),
             restarts=Counter(
                 "edgetwin_edged_container_restarts",
-                "Containers Edged restarted, by cause (exited, liveness, image)",
+                "Containers Edged restarted, by cause (exited, liveness, startup, image)",
                 ["cause"],
                 registry=registry,
             ),

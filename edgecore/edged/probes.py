@@ -4,7 +4,9 @@ Each probe of a container is a task: it waits ``initialDelaySeconds`` after the 
 probes every ``periodSeconds`` (giving up after ``timeoutSeconds``). A result flips after ``successThreshold``
 successes or ``failureThreshold`` failures in a row; each flip calls ``on_change`` so that the pod's worker
 re-syncs (status, or a restart for a failed liveness probe). Readiness starts failed (a container is not ready
-until its probe passes); liveness starts passed.
+until its probe passes); liveness starts passed. A ``startupProbe`` holds the other two back until it passes
+(the container is not ``started`` before) and restarts the container when it fails ``failureThreshold``
+times.
 
 The three handlers kubelet runs: ``exec`` (the command in the container, exit 0 passes), ``httpGet`` (a GET to
 ``host`` — the pod's IP by default — on ``port``, a number or a named container port; a status from 200 to 399
@@ -44,6 +46,7 @@ logger = logging.getLogger(__name__)
 class ProbeKind(StrEnum):
     """Which probe of a container (the pod spec's key)."""
 
+    STARTUP = "startupProbe"
     READINESS = "readinessProbe"
     LIVENESS = "livenessProbe"
 
@@ -207,18 +210,35 @@ class ContainerProbes:
         self._on_change = on_change
         self._started_at = started_at
         self._specs = {kind: _spec_or_none(container, kind, pod_ip) for kind in ProbeKind}
-        self._results = {ProbeKind.READINESS: False, ProbeKind.LIVENESS: True}
+        self._results = {
+            ProbeKind.STARTUP: self._specs[ProbeKind.STARTUP] is None,
+            ProbeKind.READINESS: False,
+            ProbeKind.LIVENESS: True,
+        }
+        self._startup_failed = False
+        self._started = asyncio.Event()
+        if self._results[ProbeKind.STARTUP]:
+            self._started.set()
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
-    def ready(self) -> bool:
-        """Whether the readiness probe passes (True without one)."""
-        return self._specs[ProbeKind.READINESS] is None or self._results[ProbeKind.READINESS]
+    def started(self) -> bool:
+        """Whether the startup probe has passed (True without one); the other probes wait for it."""
+        return self._results[ProbeKind.STARTUP]
 
     @property
-    def live(self) -> bool:
-        """Whether the liveness probe passes (True without one)."""
-        return self._results[ProbeKind.LIVENESS]
+    def ready(self) -> bool:
+        """Whether the container has started and its readiness probe passes (True without one)."""
+        return self.started and (
+            self._specs[ProbeKind.READINESS] is None or self._results[ProbeKind.READINESS]
+        )
+
+    @property
+    def failed(self) -> ProbeKind | None:
+        """The probe that wants the container restarted: startup (failed for good) or liveness; None."""
+        if self._startup_failed:
+            return ProbeKind.STARTUP
+        return None if self._results[ProbeKind.LIVENESS] else ProbeKind.LIVENESS
 
     def start(self) -> None:
         """Start a task per probe the container has."""
@@ -237,6 +257,8 @@ class ContainerProbes:
                 await task
 
     async def _run(self, kind: ProbeKind, spec: ProbeSpec) -> None:
+        if kind is not ProbeKind.STARTUP:
+            await self._started.wait()  # kubelet runs neither readiness nor liveness before startup passed
         started = self._started_at or datetime.now(UTC)
         elapsed = (datetime.now(UTC) - started).total_seconds()
         await asyncio.sleep(max(0.0, spec.initial_delay - elapsed))
@@ -247,7 +269,16 @@ class ContainerProbes:
                 return  # the container is gone: its worker notices on its next sync
             successes, failures = (successes + 1, 0) if passed else (0, failures + 1)
             current = self._results[kind]
-            if not current and successes >= spec.success_threshold:
+            if kind is ProbeKind.STARTUP:
+                if successes >= spec.success_threshold:
+                    self._started.set()
+                    self._flip(kind, True)
+                    return  # passed once: never probed again for this container
+                if failures >= spec.failure_threshold:
+                    self._startup_failed = True
+                    self._flip(kind, False)
+                    return
+            elif not current and successes >= spec.success_threshold:
                 self._flip(kind, True)
             elif current and failures >= spec.failure_threshold:
                 self._flip(kind, False)

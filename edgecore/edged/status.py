@@ -45,6 +45,8 @@ class ContainerView:
     waiting: tuple[str, str] | None = None
     """(reason, message) when the container is not running for a reason Edged decided."""
     ready: bool = False
+    started: bool = True
+    """False while a startup probe has not passed."""
     init: bool = False
     """One of ``spec.initContainers``: reported in ``initContainerStatuses``, ready once it succeeded."""
 
@@ -97,7 +99,7 @@ def _container_status(view: ContainerView) -> dict[str, Any]:
         "image": view.image,
         "imageID": current.image_ref if current is not None else "",
         "ready": view.ready if view.init else running and view.ready,
-        "started": running,
+        "started": running and view.started,
         "restartCount": current.restart_count if current is not None else 0,
         "state": state,
         "lastState": last_state,

@@ -34,7 +34,7 @@ from cloudsync import Group, Message, Operation
 from edgecore.edged.env import PodAddresses, container_command
 from edgecore.edged.metrics import EdgedMetrics
 from edgecore.edged.models import ContainerInfo, ContainerState, SandboxInfo, SandboxState
-from edgecore.edged.probes import ContainerProbes, check_probes
+from edgecore.edged.probes import ContainerProbes, ProbeKind, check_probes
 from edgecore.edged.runtime import ContainerRuntime
 from edgecore.edged.specs import IMAGE_ANNOTATION, POD_UID_LABEL, pod_log_dir
 from edgecore.edged.status import ContainerView, PodPhase, pod_phase, pod_status
@@ -313,6 +313,8 @@ class PodWorker:
                 infos = history.get(name, [])
                 current = infos[-1] if infos else None
                 probes = self._probes.get(name)
+                if probes is not None and (current is None or probes.container_id != current.id):
+                    probes = None  # those of an earlier container
                 if init:
                     ready = current is not None and _succeeded(current)
                 else:
@@ -320,9 +322,9 @@ class PodWorker:
                         current is not None
                         and current.state == ContainerState.RUNNING
                         and probes is not None
-                        and probes.container_id == current.id
                         and probes.ready
                     )
+                started = probes.started if probes is not None else not container.get("startupProbe")
                 views.append(
                     ContainerView(
                         name=name,
@@ -331,6 +333,7 @@ class PodWorker:
                         previous=infos[-2] if len(infos) > 1 else None,
                         waiting=waiting.get(name, None if initialized else ("PodInitializing", "")),
                         ready=ready,
+                        started=started,
                         init=init,
                     )
                 )
@@ -384,13 +387,16 @@ class PodWorker:
                 )
                 self._probes[name] = probes
                 probes.start()
-            if probes.live:
+            failed = probes.failed
+            if failed is None:
                 return None
+            cause = "startup" if failed is ProbeKind.STARTUP else "liveness"
             logger.info(
-                "container failed its liveness probe; restarting",
+                "container failed its %s probe; restarting",
+                cause,
                 extra={"pod": self.key, "container_name": name, "container": current.id},
             )
-            self.context.metrics.restarts.labels("liveness").inc()
+            self.context.metrics.restarts.labels(cause).inc()
             await self._stop_probes(name)
             await runtime.stop_container(current.id, self._grace(pod))
             current = await runtime.container_status(current.id)

@@ -490,6 +490,50 @@ async def test_http_readiness_probe_follows_the_server_and_tcp_liveness_restarts
     assert restarts(registry, "liveness") >= 1
 
 
+async def test_a_startup_probe_holds_readiness_back_and_restarts_a_container_that_never_starts(
+    start_edged: EdgedFactory, meta: MetaManager, recorder: Recorder
+) -> None:
+    every_second = {"periodSeconds": 1, "failureThreshold": 1}
+    # Starts after 4 s; its readiness probe would pass at once, but waits for the startup probe.
+    slow = busybox(
+        "main",
+        "sleep 4; touch /tmp/started; sleep 1000",
+        startupProbe={"exec": {"command": ["test", "-f", "/tmp/started"]}, "periodSeconds": 1},
+        readinessProbe={"exec": {"command": ["true"]}, **every_second},
+        # Would restart the container at its first run: it must not run before startup passed.
+        livenessProbe={"exec": {"command": ["test", "-f", "/tmp/started"]}, **every_second},
+    )
+    registry = CollectorRegistry()
+    await start_edged(registry=registry)
+    await send(meta, "pod", make_pod("slow", slow))
+
+    ready = container_status(await running(recorder, "slow"))
+    assert (ready["started"], ready["restartCount"]) == (True, 0)
+    # Every status reported while the container ran before startup passed: neither started nor ready.
+    first_running = next(
+        container_status(status)
+        for status in recorder.statuses("slow")
+        if "running" in container_status(status)["state"]
+    )
+    assert (first_running["started"], first_running["ready"]) == (False, False)
+
+    never = busybox(
+        "main",
+        "sleep 1000",
+        startupProbe={"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2},
+    )
+    await send(meta, "pod", make_pod("never", never))
+    restarted = await status_where(
+        recorder,
+        "never",
+        lambda status: bool(container_status(status)["restartCount"] >= 1),
+        "a restart after the startup probe failed",
+    )
+    assert container_status(restarted)["lastState"]["terminated"]["exitCode"] in {137, 143}
+    assert restarts(registry, "startup") >= 1
+    assert restarts(registry, "liveness") == 0
+
+
 async def test_a_probe_on_an_undeclared_named_port_keeps_the_container_from_starting(
     start_edged: EdgedFactory, meta: MetaManager, recorder: Recorder
 ) -> None:
