@@ -498,7 +498,11 @@ async def test_a_startup_probe_holds_readiness_back_and_restarts_a_container_tha
     slow = busybox(
         "main",
         "sleep 4; touch /tmp/started; sleep 1000",
-        startupProbe={"exec": {"command": ["test", "-f", "/tmp/started"]}, "periodSeconds": 1},
+        startupProbe={
+            "exec": {"command": ["test", "-f", "/tmp/started"]},
+            "periodSeconds": 1,
+            "failureThreshold": 30,
+        },
         readinessProbe={"exec": {"command": ["true"]}, **every_second},
         # Would restart the container at its first run: it must not run before startup passed.
         livenessProbe={"exec": {"command": ["test", "-f", "/tmp/started"]}, **every_second},
