@@ -49,6 +49,15 @@ class ContainerView:
     """False while a startup probe has not passed."""
     init: bool = False
     """One of ``spec.initContainers``: reported in ``initContainerStatuses``, ready once it succeeded."""
+    sidecar: bool = False
+    """An init container with ``restartPolicy: Always``: it keeps running beside the app containers."""
+
+    @property
+    def init_done(self) -> bool:
+        """For an init container: whether the next one may start (succeeded; a sidecar: running, started)."""
+        if self.sidecar:
+            return self.current is not None and self.current.state == ContainerState.RUNNING and self.started
+        return self.ready
 
 
 def rfc3339(moment: datetime) -> str:
@@ -142,6 +151,7 @@ def _init_failed(containers: Sequence[ContainerView], restart_policy: str) -> bo
     """An init container failed and will not run again (``restartPolicy: Never``)."""
     return restart_policy == "Never" and any(
         view.init
+        and not view.sidecar
         and view.current is not None
         and view.current.state == ContainerState.EXITED
         and view.current.exit_code != 0
@@ -152,7 +162,7 @@ def _init_failed(containers: Sequence[ContainerView], restart_policy: str) -> bo
 def _phase_of(containers: Sequence[ContainerView], restart_policy: str) -> str:
     if _init_failed(containers, restart_policy):
         return PodPhase.FAILED
-    if any(view.init and not view.ready for view in containers):
+    if any(view.init and not view.init_done for view in containers):
         return PodPhase.PENDING
     apps = [_container_status(view) for view in containers if not view.init]
     return _phase(apps, restart_policy)
@@ -207,7 +217,7 @@ def pod_status(
     reason = "PodCompleted" if phase in PodPhase.TERMINAL else "ContainersNotReady" if unready else ""
     message = f"containers with unready status: [{' '.join(unready)}]" if unready else ""
     ready = not unready and phase == PodPhase.RUNNING
-    incomplete = [status["name"] for status in init_statuses if not status["ready"]]
+    incomplete = [view.name for view in containers if view.init and not view.init_done]
     initialized = (
         _condition("Initialized", True, before, stamp)
         if not incomplete

@@ -89,6 +89,10 @@ class _RestartBackoff:
         self.last_restart = now
 
 
+def _is_sidecar(container: Mapping[str, Any]) -> bool:
+    return container.get("restartPolicy") == "Always"
+
+
 def _succeeded(info: ContainerInfo) -> bool:
     return info.state == ContainerState.EXITED and info.exit_code == 0
 
@@ -234,16 +238,22 @@ class PodWorker:
         waiting: dict[str, tuple[str, str]] = {}
         initialized = True
         for container in spec.get("initContainers") or []:
-            # One at a time, in order; each must succeed before the next (and the app containers) start.
+            # One at a time, in order; each must succeed (a sidecar: run and start) before the next one and
+            # the app containers start. Sidecars are kept running from then on, as app containers are.
             name = str(container.get("name"))
             infos = history.get(name, [])
-            if infos and _succeeded(infos[-1]):
+            sidecar = _is_sidecar(container)
+            if not sidecar and infos and _succeeded(infos[-1]):
                 continue
-            initialized = False
-            init_policy = "Never" if policy == "Never" else "OnFailure"
+            init_policy = "Always" if sidecar else "Never" if policy == "Never" else "OnFailure"
             reason = await self._sync_container(pod, sandbox, container, infos, volumes, policy=init_policy)
             if reason is not None:
                 waiting[name] = reason
+            probes = self._probes.get(name)
+            running = bool(infos) and infos[-1].state == ContainerState.RUNNING
+            if sidecar and running and (probes is None or probes.started):
+                continue
+            initialized = False
             break
         for container in (spec.get("containers") or []) if initialized else []:
             name = str(container.get("name"))
@@ -307,7 +317,7 @@ class PodWorker:
         spec = self.pod.get("spec") or {}
         views: list[ContainerView] = []
         for init, containers in ((True, spec.get("initContainers")), (False, spec.get("containers"))):
-            initialized = all(view.ready for view in views)
+            initialized = all(view.init_done for view in views)
             for container in containers or []:
                 name = str(container.get("name"))
                 infos = history.get(name, [])
@@ -315,7 +325,7 @@ class PodWorker:
                 probes = self._probes.get(name)
                 if probes is not None and (current is None or probes.container_id != current.id):
                     probes = None  # those of an earlier container
-                if init:
+                if init and not _is_sidecar(container):
                     ready = current is not None and _succeeded(current)
                 else:
                     ready = (
@@ -335,6 +345,7 @@ class PodWorker:
                         ready=ready,
                         started=started,
                         init=init,
+                        sidecar=init and _is_sidecar(container),
                     )
                 )
         return views

@@ -644,6 +644,53 @@ async def test_init_containers_run_in_order_to_completion_before_the_app(
     await wait_for(lambda: logged() == ["first", "second"], what="the app seeing both init steps")
 
 
+async def test_a_sidecar_init_container_runs_beside_the_app_is_restarted_and_does_not_hold_the_pod(
+    start_edged: EdgedFactory, meta: MetaManager, recorder: Recorder, cri_runtime: ContainerRuntime
+) -> None:
+    sidecar = busybox(
+        "proxy",
+        "touch /work/proxy-up; while [ ! -f /work/stop ]; do sleep 0.2; done; rm /work/stop; exit 1",
+        restartPolicy="Always",
+        **WORK,
+    )
+    after = busybox("check", "test -f /work/proxy-up", **WORK)  # runs only once the sidecar runs
+    main = busybox("main", "while [ ! -f /work/done ]; do sleep 0.2; done", **WORK)
+    await start_edged()
+    pod = make_pod(
+        "sidecar",
+        main,
+        initContainers=[sidecar, after],
+        volumes=[{"name": "work", "emptyDir": {}}],
+        restartPolicy="Never",
+    )
+    await send(meta, "pod", pod)
+
+    status = await running(recorder, "sidecar")
+    assert condition(status, "Initialized") == "True"
+    proxy = init_status(status, "proxy")
+    assert ("running" in proxy["state"], proxy["ready"], proxy["started"]) == (True, True, True)
+    assert init_status(status, "check")["state"]["terminated"]["exitCode"] == 0
+    main_id = container_status(status)["containerID"].removeprefix("containerd://")
+
+    # The sidecar exits: restarted although the pod's restartPolicy is Never.
+    assert (await cri_runtime.exec_sync(main_id, ["touch", "/work/stop"], timeout=5)).ok
+    restarted = await status_where(
+        recorder,
+        "sidecar",
+        lambda status: (
+            init_status(status, "proxy")["restartCount"] >= 1
+            and "running" in init_status(status, "proxy")["state"]
+        ),
+        "the sidecar running again",
+    )
+    assert restarted["phase"] == "Running"
+    assert container_status(restarted)["restartCount"] == 0
+
+    # The app finishes: the pod succeeds, the running sidecar does not hold it.
+    assert (await cri_runtime.exec_sync(main_id, ["touch", "/work/done"], timeout=5)).ok
+    await status_where(recorder, "sidecar", lambda status: status["phase"] == "Succeeded", "Succeeded")
+
+
 async def test_a_failed_init_container_is_retried_and_under_never_fails_the_pod(
     start_edged: EdgedFactory, meta: MetaManager, recorder: Recorder
 ) -> None:
