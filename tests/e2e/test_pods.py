@@ -316,8 +316,9 @@ def read_offline(api: k8s.ApiClient, namespace: str) -> tuple[Json, Json, Json]:
     """What a local app reads through the client (blocking): the namespace's pods, every service, and the
     first event of a pod watch from the start; as the API's JSON."""
     v1 = k8s.CoreV1Api(api)
-    pods = v1.list_namespaced_pod(namespace)
-    services = v1.list_service_for_all_namespaces()
+    # Timeouts everywhere: a MetaServer that does not answer fails the test instead of holding its thread.
+    pods = v1.list_namespaced_pod(namespace, _request_timeout=15)
+    services = v1.list_service_for_all_namespaces(_request_timeout=15)
     stream = watch.Watch()  # type: ignore[no-untyped-call]
     events = stream.stream(  # type: ignore[no-untyped-call]
         v1.list_namespaced_pod, namespace, timeout_seconds=10, _request_timeout=15
