@@ -19,6 +19,7 @@ from cloudcore.errors import (
     PodMessageError,
     SecretError,
     SecretNotFoundError,
+    StreamServeError,
     WatchExpiredError,
 )
 from cloudcore.kube import ensure_crd, ensure_namespace, load_api_client
@@ -53,6 +54,7 @@ __all__ = [
     "PodMessageError",
     "SecretError",
     "SecretNotFoundError",
+    "StreamServeError",
     "WatchExpiredError",
     "dump_config",
     "ensure_crd",

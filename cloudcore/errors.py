@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from device_models import EdgetwinError
+from device_models import EdgetwinError, ServeError
 
 
 class CloudCoreError(EdgetwinError):
@@ -117,3 +117,10 @@ class PodMessageError(EdgeControllerError):
         super().__init__(f"pod message {resource!r}: {reason}")
         self.resource = resource
         self.reason = reason
+
+
+class StreamServeError(CloudCoreError, ServeError):
+    """The stream port (``kubectl logs`` / ``exec``) cannot serve on ``address``: ``reason``."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        super().__init__("the stream port", address, reason)

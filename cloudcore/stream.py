@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from cloudcore.config import CloudStreamConfig
-from cloudcore.errors import CloudCoreConfigError, CloudCoreError, KubeNotFoundError
+from cloudcore.errors import CloudCoreConfigError, CloudCoreError, KubeNotFoundError, StreamServeError
 from cloudcore.kube import request as kube_request
 from cloudsync import (
     Channel,
@@ -44,6 +44,7 @@ from cloudsync import (
     exec_status,
     server_ssl_context,
 )
+from serving import join_host_port, start_site
 
 __all__ = ["EXEC_PROTOCOLS", "CloudStream"]
 
@@ -133,7 +134,8 @@ class CloudStream:
         """Open the tunnel port, then the stream port.
 
         Raises :class:`~cloudcore.errors.CloudCoreConfigError` when ``tlsStreamCAFile`` cannot be read and
-        :class:`~cloudsync.TunnelServeError` / :class:`CloudCoreError` when a port cannot be bound.
+        :class:`~cloudsync.TunnelServeError` / :class:`~cloudcore.StreamServeError` when a port cannot be
+        bound.
         """
         client_ca = await asyncio.to_thread(self._client_ca)
         verify = client_ca is not None
@@ -150,17 +152,19 @@ class CloudStream:
         app.router.add_route("*", "/exec/{namespace}/{pod}/{container}", self._exec)
         # handler_cancellation: a follow whose client went away ends at once, and so does its session.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._config.stream_port, ssl_context=context)
+        address = join_host_port(self._host, self._config.stream_port)
         try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
+            self._port = await start_site(
+                runner,
+                self._host,
+                self._config.stream_port,
+                ssl_context=context,
+                error=lambda reason: StreamServeError(address, reason),
+            )
+        except StreamServeError:
             await self.tunnel.stop()
-            address = f"{self._host}:{self._config.stream_port}"
-            raise CloudCoreError(f"cannot serve the stream port on {address}: {exc.strerror or exc}") from exc
+            raise
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
         log.info(
             "stream server listening", extra={"stream_port": self._port, "tunnel_port": self.tunnel_port}
         )

@@ -34,6 +34,7 @@ from cloudsync.errors import (
 )
 from cloudsync.pki import CertificateAuthority, check_node_name, node_name_of, server_ssl_context
 from cloudsync.token import TokenAuthority
+from serving import join_host_port, start_site
 
 __all__ = ["CA_PATH", "CERT_PATH", "NODE_NAME_HEADER", "CertServer"]
 
@@ -125,8 +126,7 @@ class CertServer:
     @property
     def address(self) -> str:
         """``host:port`` as configured (IPv6 in brackets)."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"{host}:{self._port if self._port is not None else self._requested_port}"
+        return join_host_port(self._host, self._port if self._port is not None else self._requested_port)
 
     @property
     def port(self) -> int:
@@ -150,15 +150,14 @@ class CertServer:
         app.router.add_get(CERT_PATH, self._edge_cert)
         app.router.add_post(CERT_PATH, self._edge_cert)
         runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port, ssl_context=context)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise CertServerError(self.address, exc.strerror or str(exc)) from exc
+        self._port = await start_site(
+            runner,
+            self._host,
+            self._requested_port,
+            ssl_context=context,
+            error=lambda reason: CertServerError(self.address, reason),
+        )
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
         self._stopped.clear()
         log.info("certificate service listening", extra={"url": self.url, "ca_hash": self._tokens.ca_hash})
 

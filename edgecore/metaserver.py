@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgecore.errors import MetaRevisionGoneError, MetaSelectorError, MetaServerError
 from edgecore.metamanager import EventType, MetaEvent, MetaManager, Subscription, revision_token
+from serving import join_host_port, start_site
 
 __all__ = ["DEFAULT_ADDRESS", "KUBE_VERSION", "MetaServer", "Selector"]
 
@@ -301,8 +302,7 @@ class MetaServer:
     @property
     def url(self) -> str:
         """Base URL of the running server, e.g. ``http://127.0.0.1:10550``."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return f"http://{join_host_port(self._host, self.port)}"
 
     async def start(self) -> None:
         """Bind and serve; raises :class:`MetaServerError` if the address cannot be bound."""
@@ -330,15 +330,13 @@ class MetaServer:
         app.router.add_route("*", "/{tail:.*}", self._unknown)
         # handler_cancellation: a watch whose client went away ends at once instead of at its next event.
         runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise MetaServerError(self._address, exc.strerror or str(exc)) from exc
+        self._port = await start_site(
+            runner,
+            self._host,
+            self._requested_port,
+            error=lambda reason: MetaServerError(self._address, reason),
+        )
         self._runner = runner
-        self._port = int(runner.addresses[0][1])
         self._stopped = asyncio.get_running_loop().create_future()
         log.info("MetaServer serving", extra={"url": self.url})
 

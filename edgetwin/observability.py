@@ -19,6 +19,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from device_models import ServeError
+from serving import join_host_port, start_site
 
 __all__ = ["HealthReport", "ObservabilityError", "ObservabilityServer", "new_registry", "parse_address"]
 
@@ -78,8 +79,7 @@ class ObservabilityServer:
     @property
     def url(self) -> str:
         """Base URL of the running server, e.g. ``http://127.0.0.1:10256``."""
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        return f"http://{join_host_port(self._host, self.port)}"
 
     async def start(self) -> None:
         """Bind the address and start serving; raises :class:`ObservabilityError` if it cannot bind."""
@@ -87,16 +87,13 @@ class ObservabilityServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ObservabilityError(self._address, exc.strerror or str(exc)) from exc
+        self._port = await start_site(
+            runner,
+            self._host,
+            self._requested_port,
+            error=lambda reason: ObservabilityError(self._address, reason),
+        )
         self._runner = runner
-        # With port 0 the OS chose the port: read it back from the bound socket.
-        self._port = int(runner.addresses[0][1])
 
     async def stop(self) -> None:
         """Stop serving; idempotent."""
