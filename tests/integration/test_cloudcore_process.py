@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -39,6 +40,22 @@ def loopback_config(namespace: str, *, healthz: str) -> CloudCoreConfig:
     return config
 
 
+async def start_cloudcore(
+    config_file: Path, kube_api: KubeApi, *, stdout: Any, stderr: Any
+) -> asyncio.subprocess.Process:
+    """``edgetwin cloudcore --config FILE --kubeconfig ...`` as a user starts it."""
+    return await asyncio.create_subprocess_exec(
+        EDGETWIN,
+        "cloudcore",
+        "--config",
+        str(config_file),
+        "--kubeconfig",
+        str(kube_api.kubeconfig),
+        stdout=stdout,
+        stderr=stderr,
+    )
+
+
 async def test_cloudcore_serves_health_and_metrics_and_stops_on_sigterm(
     kube_api: KubeApi, kube_namespace: str, tmp_path: Path
 ) -> None:
@@ -49,16 +66,7 @@ async def test_cloudcore_serves_health_and_metrics_and_stops_on_sigterm(
     config_file.write_text(yaml.safe_dump(data))
     log = tmp_path / "cloudcore.log"
     with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            EDGETWIN,
-            "cloudcore",
-            "--config",
-            str(config_file),
-            "--kubeconfig",
-            str(kube_api.kubeconfig),
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        process = await start_cloudcore(config_file, kube_api, stdout=out, stderr=asyncio.subprocess.STDOUT)
     base = f"http://{config.edgetwin.healthz}"
     try:
 
@@ -122,16 +130,8 @@ async def test_cloudcore_with_its_port_taken_exits_at_once_naming_the_address(
         taken.listen()
         hub.websocket.port = taken.getsockname()[1]
         config_file.write_text(dump_config(config))
-        process = await asyncio.create_subprocess_exec(
-            EDGETWIN,
-            "cloudcore",
-            "--config",
-            str(config_file),
-            "--kubeconfig",
-            str(kube_api.kubeconfig),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        pipe = asyncio.subprocess.PIPE
+        process = await start_cloudcore(config_file, kube_api, stdout=pipe, stderr=pipe)
         # Restarting frees no port: no retry loop, one line naming what to change.
         _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1
