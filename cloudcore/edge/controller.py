@@ -328,7 +328,8 @@ class EdgeController:
 
     async def _stale(self, node: str, ref: ObjectRef, message: Message, uid: str) -> None:
         """A report about a Pod the API no longer has: refuse it, and tell the node to drop the Pod."""
-        self._refuse(node, message, "stale", "the API has no such pod")
+        # Usual right after a deletion (the edge's last report crosses the delete): not worth a warning.
+        self._refuse(node, message, "stale", "the API has no such pod", level=logging.INFO)
         pod_ref = {"metadata": {"namespace": ref.namespace, "name": ref.name, "uid": uid}}
         held = self._sent.get(node, {}).get(resource_of(ResourceType.POD, pod_ref))
         if held is None or held.object_rv is None:
@@ -346,9 +347,12 @@ class EdgeController:
         except KubeNotFoundError:
             return None
 
-    def _refuse(self, node: str, message: Message, reason: str, detail: str) -> None:
+    def _refuse(
+        self, node: str, message: Message, reason: str, detail: str, *, level: int = logging.WARNING
+    ) -> None:
         self._metrics.refused_messages.labels(reason).inc()
-        log.warning(
+        log.log(
+            level,
             "refused a pod message from edge node %s: %s",
             node,
             detail,
