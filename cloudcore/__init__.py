@@ -26,7 +26,13 @@ from cloudcore.kube import ensure_crd, ensure_namespace, load_api_client
 from cloudcore.lease import renew_node_lease
 from cloudcore.nodes import AGENT_ROLE_LABEL, EDGE_ROLE_LABEL, NodeController
 from cloudcore.objectsync import ObjectSyncStore, install_objectsync_crd, objectsync_name
-from cloudcore.secrets import load_or_create_ca, load_or_create_token_key, read_ca, read_token_key
+from cloudcore.secrets import (
+    load_or_create_ca,
+    load_or_create_token_key,
+    publish_token,
+    read_ca,
+    read_token_key,
+)
 from cloudcore.stream import CloudStream
 
 __all__ = [
@@ -68,6 +74,7 @@ __all__ = [
     "load_or_create_token_key",
     "objectsync_name",
     "parse_config",
+    "publish_token",
     "read_ca",
     "read_token_key",
     "renew_node_lease",

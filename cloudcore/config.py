@@ -98,7 +98,8 @@ class CloudHubConfig(ConfigSection):
     """``modules.cloudHub``: the edge nodes' link, certificates and tokens.
 
     ``keepaliveInterval``: seconds a silent session is kept; ``edgeCertSigningDuration``: days a node
-    certificate is valid; ``tokenRefreshDuration``: hours between token key rotations.
+    certificate is valid; ``tokenRefreshDuration``: hours between refreshes of the ready-made join token in
+    ``tokensecret`` (``tokendata``, as KubeEdge keeps it; each is valid for twice that).
     """
 
     enable: bool = True

@@ -28,6 +28,7 @@ from cloudcore.nodes import NodeController
 from cloudcore.objectsync import ObjectSyncStore, install_objectsync_crd
 from cloudcore.secrets import load_or_create_ca, load_or_create_token_key
 from cloudcore.stream import CloudStream
+from cloudcore.tokens import TokenPublisher
 from cloudsync import (
     CertificateAuthority,
     CertServer,
@@ -284,6 +285,8 @@ class CloudCore:
                 registry=self.registry,
             )
             modules.append(stream)
+        refresh = timedelta(hours=hub.token_refresh_duration)
+        modules.append(TokenPublisher(self.api, tokens, self.config.edgetwin.namespace, refresh=refresh))
         modules += [self.nodes, link]
         modules += [module for module in (self.devices, self.pods) if module is not None]
         supervisor = Supervisor(modules, registry=self.registry, fatal=(CloudCoreError, ServeError))

@@ -2,8 +2,9 @@
 
 The CA Secret has KubeEdge's layout (``kubeedge/casecret``: ``cadata`` = certificate DER, ``cakeydata`` = key
 DER, SEC1 for EC keys), so a CA created by KubeEdge's cloudcore is picked up as it is. The token key lives in
-``kubeedge/tokensecret`` under ``tokenkey`` (KubeEdge keeps a ready-made token there under ``tokendata``
-instead; edgetwin mints tokens on demand with ``edgetwin gettoken``).
+``kubeedge/tokensecret`` under ``tokenkey`` (added to a tokensecret KubeEdge created), and beside it, under
+``tokendata`` as in KubeEdge, a ready-made token that cloudcore refreshes (what ``keadm gettoken`` and
+``kubectl get secret tokensecret`` scripts read); ``edgetwin gettoken`` mints a fresh one instead.
 
 Creation is race-safe: each replica tries to create the Secret and, when another was first (409), reads back
 what that one stored. Calls go through :mod:`cloudcore.kube` (in a worker thread, errors translated).
@@ -30,10 +31,12 @@ __all__ = [
     "CA_KEY_DATA",
     "CA_SECRET",
     "DEFAULT_NAMESPACE",
+    "TOKEN_DATA",
     "TOKEN_KEY_DATA",
     "TOKEN_SECRET",
     "load_or_create_ca",
     "load_or_create_token_key",
+    "publish_token",
     "read_ca",
     "read_token_key",
 ]
@@ -46,6 +49,7 @@ CA_DATA: Final = "cadata"
 CA_KEY_DATA: Final = "cakeydata"
 TOKEN_SECRET: Final = "tokensecret"
 TOKEN_KEY_DATA: Final = "tokenkey"
+TOKEN_DATA: Final = "tokendata"
 
 # Create → 409 → read back can find the Secret gone again (deleted in between); a few rounds settle it.
 _ATTEMPTS = 5
@@ -138,10 +142,7 @@ def _parse_ca(store: _Secret, data: SecretData) -> CertificateAuthority:
 def _parse_token_key(store: _Secret, data: SecretData) -> bytes:
     key = data.get(TOKEN_KEY_DATA)
     if key is None:
-        raise store.error(
-            f"has no {TOKEN_KEY_DATA} (KubeEdge's tokensecret holds a token, not a key): "
-            "delete the Secret and restart cloudcore to create one"
-        )
+        raise store.error(f"has no {TOKEN_KEY_DATA}: start cloudcore once to add one")
     if len(key) < MIN_KEY_BYTES:
         raise store.error(f"{TOKEN_KEY_DATA} holds {len(key)} bytes; a token key needs {MIN_KEY_BYTES}")
     return key
@@ -188,11 +189,15 @@ def _same_certificate(stored: bytes, ca: CertificateAuthority) -> bool:
         return False
 
 
-async def _read_existing(store: _Secret) -> SecretData:
+async def _read_existing_versioned(store: _Secret) -> tuple[SecretData, str]:
     found = await store.read()
     if found is None:
         raise SecretNotFoundError(store.namespace, store.name)
-    return found[0]
+    return found
+
+
+async def _read_existing(store: _Secret) -> SecretData:
+    return (await _read_existing_versioned(store))[0]
 
 
 async def load_or_create_ca(
@@ -227,12 +232,38 @@ async def load_or_create_token_key(
     """The HMAC key of join tokens: the one in the Secret, or a new random one stored there."""
     store = _Secret(api, namespace, name)
     data, created = await _load_or_create(store, lambda: {TOKEN_KEY_DATA: secrets.token_bytes(MIN_KEY_BYTES)})
+    if TOKEN_KEY_DATA not in data:
+        # KubeEdge's tokensecret (a token, no key): add a key beside what it holds.
+        data = await _update(
+            store,
+            lambda found: (
+                {TOKEN_KEY_DATA: secrets.token_bytes(MIN_KEY_BYTES)} if TOKEN_KEY_DATA not in found else {}
+            ),
+        )
+        log.info("token key added to the existing Secret", extra={"namespace": namespace, "secret": name})
     key = _parse_token_key(store, data)
     log.info(
         "token key created" if created else "token key loaded",
         extra={"namespace": namespace, "secret": name},
     )
     return key
+
+
+async def publish_token(
+    api: k8s.ApiClient, token: str, namespace: str = DEFAULT_NAMESPACE, *, name: str = TOKEN_SECRET
+) -> None:
+    """Keep ``token`` in the Secret's ``tokendata``, beside the key, where KubeEdge's tools look for it."""
+    await _update(_Secret(api, namespace, name), lambda found: {TOKEN_DATA: token.encode()})
+
+
+async def _update(store: _Secret, change: Callable[[SecretData], SecretData]) -> SecretData:
+    """Merge ``change(data)`` into the existing Secret (retried on conflicts); the data now stored."""
+    for _ in range(_ATTEMPTS):
+        data, resource_version = await _read_existing_versioned(store)
+        merged = data | change(data)
+        if merged == data or await store.replace(merged, resource_version):
+            return merged
+    raise store.error(f"changed by others {_ATTEMPTS} times in a row while updating it")
 
 
 async def read_ca(

@@ -7,6 +7,7 @@ as commands; edgecore runs from the edgecore.yaml that join wrote, with its own 
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -94,6 +95,22 @@ async def test_gettoken_join_and_run_make_a_ready_edge_node_that_goes_not_ready_
     await wait_for(lambda: _ready(kube_client, name, "Unknown"), timeout=GRACE + 15, what="NotReady")
     async with EdgeCore(config):
         await wait_for(lambda: _ready(kube_client, name, "True"), timeout=30, what="Ready again")
+
+
+async def test_the_token_kept_in_tokensecret_joins_as_keadm_users_read_it(
+    cloud: CloudCore, kube_client: k8s.ApiClient, kube_namespace: str, tmp_path: Path
+) -> None:
+    # What `keadm gettoken` and KubeEdge's docs do:
+    # kubectl get secret -n kubeedge tokensecret -o jsonpath='{.data.tokendata}' | base64 -d
+    secret = await request(kube_client, "GET", f"/api/v1/namespaces/{kube_namespace}/secrets/tokensecret")
+    token = base64.b64decode(secret["data"]["tokendata"]).decode()
+    assert token.split(".", 1)[0] == cloud.ca.hash()
+    assert "tokenkey" in secret["data"]  # the key that signs it, beside it
+
+    name = node_name()
+    config = await asyncio.to_thread(join_edge, cloud, name, tmp_path, token=token)
+    async with EdgeCore(config):
+        await wait_for(lambda: _ready(kube_client, name, "True"), timeout=30, what=f"node {name} Ready")
 
 
 async def _ready(api: k8s.ApiClient, name: str, status: str) -> dict[str, Any] | None:

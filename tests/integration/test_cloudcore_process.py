@@ -84,6 +84,7 @@ async def test_cloudcore_serves_health_and_metrics_and_stops_on_sigterm(
         health = json.loads(body)
         assert {name: module["state"] for name, module in health["modules"].items()} == {
             "certserver": "running",
+            "tokenpublisher": "running",
             "nodecontroller": "running",
             "cloudhub": "running",
             "devicecontroller": "running",

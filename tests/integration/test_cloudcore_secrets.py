@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 
 import pytest
 from kubernetes import client as k8s
@@ -14,10 +16,14 @@ from cloudcore import (
     SecretNotFoundError,
     load_or_create_ca,
     load_or_create_token_key,
+    publish_token,
     read_ca,
     read_token_key,
 )
-from cloudsync import CertificateAuthority
+from cloudcore.tokens import TokenPublisher
+from cloudsync import CertificateAuthority, TokenAuthority
+from cloudsync.token import split_token
+from edgetwin.testing import wait_for
 from edgetwin.testing.kubeapi import KubeApi
 
 pytestmark = pytest.mark.kube
@@ -104,6 +110,52 @@ async def test_a_secret_without_a_usable_ca_or_key_is_an_error(
         await asyncio.to_thread(core.create_namespaced_secret, kube_namespace, body)
     with pytest.raises(SecretError, match="has no cakeydata"):
         await load_or_create_ca(kube_client, kube_namespace)
-    # KubeEdge's own tokensecret holds a token, not a key: said plainly.
-    with pytest.raises(SecretError, match="has no tokenkey"):
-        await load_or_create_token_key(kube_client, kube_namespace)
+
+
+async def test_kubeedges_tokensecret_gets_a_key_beside_its_token_and_a_published_token_keeps_it(
+    kube_client: k8s.ApiClient, kube_namespace: str
+) -> None:
+    core = k8s.CoreV1Api(kube_client)
+    # As KubeEdge's cloudcore leaves it: a token, no key.
+    body = k8s.V1Secret(metadata=k8s.V1ObjectMeta(name="tokensecret"), data={"tokendata": "b2xk"})
+    await asyncio.to_thread(core.create_namespaced_secret, kube_namespace, body)
+
+    key = await load_or_create_token_key(kube_client, kube_namespace)
+
+    data = await asyncio.to_thread(_secret_data, kube_client, kube_namespace, "tokensecret")
+    assert (data["tokenkey"], data["tokendata"]) == (key, b"old")
+    assert await load_or_create_token_key(kube_client, kube_namespace) == key  # added once
+
+    await publish_token(kube_client, "hash.jwt", kube_namespace)
+    data = await asyncio.to_thread(_secret_data, kube_client, kube_namespace, "tokensecret")
+    assert (data["tokenkey"], data["tokendata"]) == (key, b"hash.jwt")
+    assert await read_token_key(kube_client, kube_namespace) == key
+
+
+async def test_the_token_publisher_keeps_a_valid_token_and_refreshes_it(
+    kube_client: k8s.ApiClient, kube_namespace: str
+) -> None:
+    ca = await load_or_create_ca(kube_client, kube_namespace)
+    tokens = TokenAuthority(await load_or_create_token_key(kube_client, kube_namespace), ca.hash())
+    publisher = TokenPublisher(kube_client, tokens, kube_namespace, refresh=timedelta(seconds=1.5))
+
+    async def published() -> str:
+        data = await asyncio.to_thread(_secret_data, kube_client, kube_namespace, "tokensecret")
+        return data["tokendata"].decode()
+
+    await publisher.start()
+    try:
+        first = await published()
+        ca_hash, jwt = split_token(first)
+        assert ca_hash == ca.hash()
+        tokens.verify(jwt)  # signed with the key beside it
+        refreshed = await wait_for(lambda: _changed(published, first), timeout=10, what="a refreshed token")
+        assert refreshed is not None
+        tokens.verify(split_token(refreshed)[1])
+    finally:
+        await publisher.stop()
+
+
+async def _changed(read: Callable[[], Awaitable[str]], before: str) -> str | None:
+    now = await read()
+    return now if now != before else None
