@@ -1,4 +1,4 @@
-"""Readiness and liveness probes of a running container, as kubelet runs them.
+"""Startup, readiness and liveness probes of a running container, as kubelet runs them.
 
 Each probe of a container is a task: it waits ``initialDelaySeconds`` after the container started, then
 probes every ``periodSeconds`` (giving up after ``timeoutSeconds``). A result flips after ``successThreshold``
@@ -29,6 +29,7 @@ import aiohttp
 
 from edgecore.edged.models import ExecResult
 from edgecore.errors import ContainerRuntimeError, PodSpecError, RuntimeNotFoundError
+from serving import join_host_port
 
 __all__ = [
     "ContainerProbes",
@@ -79,9 +80,8 @@ class HttpGetAction:
     @property
     def url(self) -> str:
         """The URL probed."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
         path = self.path if self.path.startswith("/") else f"/{self.path}"
-        return f"{self.scheme.lower()}://{host}:{self.port}{path}"
+        return f"{self.scheme.lower()}://{join_host_port(self.host, self.port)}{path}"
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,8 @@ def _port(container: Mapping[str, Any], port: Any, where: str) -> int:
 
 
 class ContainerProbes:
-    """The probes of one running container and their current results (:attr:`ready`, :attr:`live`)."""
+    """The probes of one running container and their current results (:attr:`started`, :attr:`ready`,
+    :attr:`failed`)."""
 
     def __init__(
         self,
