@@ -137,7 +137,7 @@ async def test_the_token_publisher_keeps_a_valid_token_and_refreshes_it(
 ) -> None:
     ca = await load_or_create_ca(kube_client, kube_namespace)
     tokens = TokenAuthority(await load_or_create_token_key(kube_client, kube_namespace), ca.hash())
-    publisher = TokenPublisher(kube_client, tokens, kube_namespace, refresh=timedelta(seconds=1.5))
+    publisher = TokenPublisher(kube_client, tokens, kube_namespace, refresh=timedelta(seconds=3))
 
     async def published() -> str:
         data = await asyncio.to_thread(_secret_data, kube_client, kube_namespace, "tokensecret")

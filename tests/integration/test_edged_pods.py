@@ -612,7 +612,7 @@ async def test_init_containers_run_in_order_to_completion_before_the_app(
         "initialised",
         busybox("main", "cat /work/order; sleep 1000", **WORK),
         initContainers=[
-            busybox("first", "sleep 1; echo first >> /work/order", **WORK),
+            busybox("first", "sleep 2; echo first >> /work/order", **WORK),
             busybox("second", "grep -q first /work/order && echo second >> /work/order", **WORK),
         ],
         volumes=[{"name": "work", "emptyDir": {}}],
@@ -620,18 +620,17 @@ async def test_init_containers_run_in_order_to_completion_before_the_app(
     await start_edged()
     await send(meta, "pod", pod)
 
-    initialising = await status_where(
-        recorder,
-        "initialised",
-        lambda status: "running" in init_status(status, "first")["state"],
-        "the first init container running",
+    status = await running(recorder, "initialised")
+    # What was reported while the first init container ran: pending, not initialised, nothing else started.
+    initialising = next(
+        status
+        for status in recorder.statuses("initialised")
+        if "running" in init_status(status, "first")["state"]
     )
     assert initialising["phase"] == "Pending"
     assert condition(initialising, "Initialized") == "False"
     assert container_status(initialising)["state"]["waiting"]["reason"] == "PodInitializing"
     assert "running" not in init_status(initialising, "second")["state"]
-
-    status = await running(recorder, "initialised")
     assert condition(status, "Initialized") == "True"
     for name in ("first", "second"):
         done = init_status(status, name)
