@@ -9,7 +9,6 @@ before a refresh still has a whole period to be used. ``edgetwin gettoken`` mint
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
@@ -17,6 +16,7 @@ from kubernetes import client as k8s
 
 from cloudcore.secrets import publish_token
 from cloudsync import TokenAuthority
+from cloudsync.tasks import cancel_task
 
 __all__ = ["TokenPublisher"]
 
@@ -50,10 +50,7 @@ class TokenPublisher:
     async def stop(self) -> None:
         """Stop refreshing; the token published stays valid until it expires."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
 
     async def _refreshing(self) -> None:
         while True:
