@@ -40,6 +40,7 @@ from cloudsync.message import MAX_FRAME, Group, Message, Operation, decode, enco
 from cloudsync.metrics import LinkMetrics
 from cloudsync.tasks import cancel_task
 from eventbus import BackoffPolicy
+from serving import host_of
 
 __all__ = ["DEFAULT_PROJECT_ID", "EdgeHub", "EdgeHubListener", "EdgeHubSettings", "keepalive"]
 
@@ -70,7 +71,7 @@ class EdgeHubSettings:
     @property
     def host(self) -> str:
         """The server's host name, which its certificate must name."""
-        return self.server.rpartition(":")[0].removeprefix("[").removesuffix("]")
+        return host_of(self.server)
 
 
 def keepalive() -> Message:

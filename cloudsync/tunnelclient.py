@@ -38,6 +38,7 @@ from cloudsync.tunnel import (
     read_request,
 )
 from eventbus import BackoffPolicy
+from serving import host_of
 
 __all__ = ["SessionChannel", "TunnelClient", "TunnelClientSettings", "TunnelHandler"]
 
@@ -64,7 +65,7 @@ class TunnelClientSettings:
     @property
     def host(self) -> str:
         """The server's host name, which its certificate must name."""
-        return self.server.rpartition(":")[0].removeprefix("[").removesuffix("]")
+        return host_of(self.server)
 
 
 class SessionChannel:

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from edgecore.errors import MetaRevisionGoneError, MetaSelectorError, MetaServerError
 from edgecore.metamanager import EventType, MetaEvent, MetaManager, Subscription, revision_token
-from serving import join_host_port, start_site
+from serving import join_host_port, split_host_port, start_site
 
 __all__ = ["DEFAULT_ADDRESS", "KUBE_VERSION", "MetaServer", "Selector"]
 
@@ -249,11 +249,10 @@ def _namespace_of(obj: Mapping[str, Any]) -> str:
 
 
 def _split_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    parts = split_host_port(address)
+    if parts is None:
         raise MetaServerError(address, "expected host:port, e.g. 127.0.0.1:10550")
-    return host, int(port)
+    return parts
 
 
 def _edgetwin_version() -> str:

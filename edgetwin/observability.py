@@ -19,7 +19,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from device_models import ServeError
-from serving import join_host_port, start_site
+from serving import join_host_port, split_host_port, start_site
 
 __all__ = ["HealthReport", "ObservabilityError", "ObservabilityServer", "new_registry", "parse_address"]
 
@@ -49,11 +49,10 @@ def new_registry() -> CollectorRegistry:
 
 def parse_address(address: str) -> tuple[str, int]:
     """Split ``host:port`` (``[::1]:port`` for IPv6) into its parts; port 0 lets the OS choose."""
-    host, sep, port_text = address.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+    parts = split_host_port(address)
+    if parts is None:
         raise ObservabilityError(address, "expected host:port, e.g. 127.0.0.1:10256")
-    return host, int(port_text)
+    return parts
 
 
 class ObservabilityServer:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from device_models import ServeError
 
-__all__ = ["join_host_port", "start_site"]
+__all__ = ["start_site"]
 
 
 async def start_site(
@@ -34,8 +34,3 @@ async def start_site(
         await runner.cleanup()
         raise error(exc.strerror or str(exc)) from exc
     return int(runner.addresses[0][1])
-
-
-def join_host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 host in brackets (``[::1]:10550``)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -167,9 +167,10 @@ def join(
     from cloudsync import join as join_cluster
     from device_models import EdgetwinError
     from edgecore import EdgeCoreConfigError, dump_config
+    from serving import host_of
 
     kubeedge_dir = kubeedge_dir.absolute()
-    host = cloudcore_ipport.rpartition(":")[0].strip("[]")
+    host = host_of(cloudcore_ipport)
     http_server = cert_server_url(host, certport)
     try:
         config = _edgecore_config(

@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from device_models import ServeError
-from serving import join_host_port, start_site
+from serving import host_of, join_host_port, split_host_port, start_site
 
 
 def app() -> web.Application:
@@ -51,3 +51,12 @@ async def test_a_taken_port_raises_the_callers_error_with_the_reason() -> None:
 def test_ipv6_hosts_are_bracketed() -> None:
     assert join_host_port("::1", 10550) == "[::1]:10550"
     assert join_host_port("127.0.0.1", 10550) == "127.0.0.1:10550"
+
+
+def test_addresses_split_the_way_they_are_joined() -> None:
+    assert split_host_port("[::1]:10550") == ("::1", 10550)
+    assert split_host_port("127.0.0.1:0") == ("127.0.0.1", 0)
+    for bad in ("127.0.0.1", ":10550", "host:port", "host:70000"):
+        assert split_host_port(bad) is None
+    assert host_of("[fd00::1]:10000") == "fd00::1"
+    assert host_of("cloud.example:10000") == "cloud.example"
