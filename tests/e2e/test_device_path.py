@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import copy
 import json
-import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -179,20 +178,7 @@ async def patch_desired(api: k8s.ApiClient, namespace: str, name: str, index: in
 
 async def kubectl(api: KubeApi, *args: str, env: dict[str, str] | None = None) -> str:
     """Run kubectl against ``api``; its stdout (the test fails with its stderr on a non-zero exit)."""
-    process = await asyncio.create_subprocess_exec(
-        *api.kubectl(*args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, f"kubectl {' '.join(args)} failed: {err.decode()}"
-    return out.decode()
+    return await api.run_kubectl(*args, env=env)
 
 
 def sed_editor(directory: Path, old: str, new: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -46,21 +45,8 @@ needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kube
 
 
 async def kubectl(api: KubeApi, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run kubectl against ``api``; return its stdout, failing the test (with stderr) on a non-zero exit."""
-    process = await asyncio.create_subprocess_exec(
-        *api.kubectl(*args),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), 60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, f"kubectl {' '.join(args)} failed: {err.decode()}"
-    return out.decode()
+    """Run kubectl against ``api``; its stdout (the test fails with its stderr on a non-zero exit)."""
+    return await api.run_kubectl(*args, env=env)
 
 
 @contextlib.asynccontextmanager

@@ -4,7 +4,12 @@
 a kubeconfig for kubectl and the Python client, the bearer token and the CA file (``None`` for the emulator).
 """
 
-from edgetwin.testing.kubeapi.errors import BackendUnavailableError, KubeApiError, KubeApiStartError
+from edgetwin.testing.kubeapi.errors import (
+    BackendUnavailableError,
+    KubeApiError,
+    KubeApiStartError,
+    KubectlError,
+)
 from edgetwin.testing.kubeapi.handle import Backend, KubeApi, write_kubeconfig
 from edgetwin.testing.kubeapi.launch import (
     BackendChoice,
@@ -22,6 +27,7 @@ __all__ = [
     "KubeApi",
     "KubeApiError",
     "KubeApiStartError",
+    "KubectlError",
     "available_backends",
     "emulator_available",
     "find_apiserver",

@@ -18,6 +18,15 @@ class BackendUnavailableError(KubeApiError):
         self.reason = reason
 
 
+class KubectlError(KubeApiError, AssertionError):
+    """``kubectl <command>`` exited non-zero; ``stderr`` holds what it said (a failed test shows it)."""
+
+    def __init__(self, command: str, stderr: str) -> None:
+        super().__init__(f"kubectl {command} failed: {stderr}")
+        self.command = command
+        self.stderr = stderr
+
+
 class KubeApiStartError(KubeApiError):
     """A component (etcd, kube-apiserver, the emulator) did not start or become ready in time."""
 

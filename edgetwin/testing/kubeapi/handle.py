@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
+
+from edgetwin.testing.kubeapi.errors import KubectlError
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -47,6 +51,25 @@ class KubeApi:
             f"--cache-dir={self.workdir / 'kubectl-cache'}",
             *args,
         ]
+
+    async def run_kubectl(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> str:
+        """Run ``kubectl <args>`` against this API and return its stdout; :class:`KubectlError` (an
+        ``AssertionError``, with kubectl's stderr) on a non-zero exit."""
+        process = await asyncio.create_subprocess_exec(
+            *self.kubectl(*args),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), timeout)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        if process.returncode != 0:
+            raise KubectlError(" ".join(args), err.decode())
+        return out.decode()
 
 
 def write_kubeconfig(path: Path, url: str, token: str, ca_file: Path | None) -> Path:
