@@ -36,6 +36,7 @@ from cloudsync.errors import CertificateError, HubServeError, LinkConnectionErro
 from cloudsync.message import MAX_FRAME, Message, decode, encode
 from cloudsync.metrics import LinkMetrics
 from cloudsync.pki import load_certificate, node_name_of
+from serving import join_host_port
 
 __all__ = ["CloudHub", "CloudHubSettings", "HubListener", "HubSession"]
 
@@ -160,7 +161,9 @@ class CloudHub:
                 close_timeout=settings.close_timeout,
             )
         except OSError as exc:
-            raise HubServeError(f"{settings.host}:{settings.port}", exc.strerror or str(exc)) from exc
+            raise HubServeError(
+                join_host_port(settings.host, settings.port), exc.strerror or str(exc)
+            ) from exc
         log.info("CloudHub listening", extra={"host": settings.host, "port": self.port})
 
     async def wait(self) -> None:

@@ -40,6 +40,7 @@ from cloudsync.tunnel import (
     decode_frame,
     encode_frame,
 )
+from serving import join_host_port
 
 __all__ = ["TunnelServer", "TunnelSession"]
 
@@ -202,7 +203,7 @@ class TunnelServer:
                 close_timeout=2.0,
             )
         except OSError as exc:
-            address = f"{self._host}:{self._requested_port}"
+            address = join_host_port(self._host, self._requested_port)
             raise TunnelServeError(address, exc.strerror or str(exc)) from exc
         log.info("stream tunnel listening", extra={"host": self._host, "port": self.port})
 
